@@ -36,18 +36,25 @@ class Reference:
         return self.states[-1]
 
     def state_at(self, t: torch.Tensor, mode: str = "interp") -> torch.Tensor:
-        """The reference state at schedule time ``t`` (scalar tensor; not differentiated through)."""
+        """The reference state at schedule time ``t`` (a scalar tensor).
+
+        ``interp`` interpolates linearly between stored states and is differentiable in ``t``; ``nearest`` takes
+        the closest stored state (the paper's rounding of ``t * L``), with no gradient.
+        """
         increasing = bool(self.times[-1] > self.times[0])
         ts = self.times if increasing else self.times.flip(0)
-        tv = t.detach().to(torch.float64).reshape(1)
-        hi = int(torch.searchsorted(ts, tv).clamp(1, len(ts) - 1))
+        t = t.to(torch.float64).reshape(())
+        hi = int(torch.searchsorted(ts, t.detach().reshape(1)).clamp(1, len(ts) - 1))
         lo = hi - 1
-        w = float(((tv - ts[lo]) / (ts[hi] - ts[lo])).clamp(0.0, 1.0))
+        w = ((t - ts[lo]) / (ts[hi] - ts[lo])).clamp(0.0, 1.0)
         if not increasing:
-            lo, hi, w = len(ts) - 1 - lo, len(ts) - 1 - hi, w
+            lo, hi = len(ts) - 1 - lo, len(ts) - 1 - hi
         if mode == "nearest":
-            return self.states[hi] if w >= 0.5 else self.states[lo]
-        return torch.lerp(self.states[lo], self.states[hi], w)
+            return self.states[hi] if float(w) >= 0.5 else self.states[lo]
+        if mode != "interp":
+            raise ValueError(f"unknown alignment {mode!r}; known: interp, nearest")
+        w = w.to(self.states.dtype)
+        return self.states[lo] + w * (self.states[hi] - self.states[lo])
 
     def index(self, idx) -> "Reference":
         return Reference(self.times, self.states[:, idx], self.spec)
@@ -98,3 +105,15 @@ def make_reference(model, noise: torch.Tensor, spec: str, grid: str = "uniform-t
     with torch.no_grad():
         _, states = sample(solver, model, noise, trajectory=True)
     return Reference(solver.time_tensor(), torch.stack(states), spec)
+
+
+def reference_for(entry, noise, labels, spec: str, guidance: float, batch: int) -> Reference:
+    """Reference trajectories for a set of noises, computed batch by batch."""
+    parts = spec.split(":")
+    grid = parts[2] if len(parts) > 2 else "uniform-t"
+    spec_core = ":".join(parts[:2])
+    refs = []
+    for k in range(0, noise.shape[0], batch):
+        lab = None if labels is None else labels[k:k + batch]
+        refs.append(make_reference(entry.wrap(lab, guidance), noise[k:k + batch], spec_core, grid))
+    return Reference(refs[0].times, torch.cat([r.states for r in refs], 1), spec)

@@ -1,0 +1,399 @@
+"""Command line: ``solversearch search | sample | bench | solvers``.
+
+User errors (bad NFE, unknown names, unreadable or malformed files, unwritable folders) print one line and exit
+with code 2; nothing is half-written (every file goes through :mod:`solversearch.atomic`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import atomic
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def _user_errors(fn):
+    """Turn the library's input errors into one line and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .models.wrapper import ModelError
+        from .solvers.io import SolverFileError
+        from .solvers.solver import SolverError
+
+        try:
+            return fn(*args, **kwargs)
+        except (SolverFileError, SolverError, ModelError, ValueError) as e:
+            raise UserError(str(e)) from None
+        except KeyError as e:
+            raise UserError(e.args[0] if e.args else str(e)) from None
+
+    return wrapper
+
+
+def parse_nfes(text: str) -> list[int]:
+    """``"6"``, ``"4,5,6"`` or ``"3-10"`` -> sorted NFEs (each >= 1)."""
+    out = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = (int(p) for p in part.split("-", 1))
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(part))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected a number, a list (4,5,6) or a range (3-10)") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"{text!r}: NFE must be a positive integer")
+    return sorted(out)
+
+
+def _nfe_option(**kw):
+    return click.option("--nfe", "nfe_text", show_default=True, metavar="NFE", **kw)
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"output folder {path} is not writable")
+    return path
+
+
+def _model(name: str):
+    from .models import MODELS, get_model
+
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return get_model(name)
+
+
+def resolve_solver(spec: str, nfe: int | None, schedule, grid: str = "uniform-t"):
+    """A solver from a file path, a preset name (``preset:dit-xl-2-256``) or a classic solver name."""
+    from .solvers import classic, io, presets
+
+    if spec.startswith("preset:"):
+        if nfe is None:
+            raise UserError("a preset needs --nfe")
+        return presets.load_preset(spec.split(":", 1)[1], nfe)
+    if spec in presets.PRESETS:
+        if nfe is None:
+            raise UserError("a preset needs --nfe")
+        return presets.load_preset(spec, nfe)
+    if spec in classic.SOLVERS:
+        if nfe is None:
+            raise UserError(f"solver {spec!r} needs --nfe")
+        return classic.build(spec, nfe, schedule, grid)
+    if spec.endswith(".json") or os.path.sep in spec or Path(spec).exists():
+        return io.load(spec, expect_nfe=nfe)
+    raise UserError(f"unknown solver {spec!r}: not a file, a preset ({', '.join(presets.PRESETS)}) or a "
+                    f"classic solver ({', '.join(classic.SOLVERS)})")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="solversearch")
+def main():
+    """Search fast few-step solvers for diffusion and rectified-flow models, sample with them, compare them.
+
+    \b
+    Example:
+      solversearch search --model gmm-rf --nfe 6 --out runs/gmm-rf
+      solversearch bench --model gmm-vp --nfe 3-10 --json runs/bench-gmm-vp.json
+    """
+
+
+@main.command()
+def solvers():
+    """List the classic solvers, time grids, presets and models.
+
+    \b
+    Example:
+      solversearch solvers
+    """
+    from .models import MODELS
+    from .solvers import classic, presets
+    from .solvers.grids import GRIDS
+
+    click.echo("classic solvers (--solver NAME):")
+    for name, spec in classic.SOLVERS.items():
+        click.echo(f"  {name:9s} {spec.description}")
+    click.echo("time grids (--grid): " + ", ".join(GRIDS))
+    click.echo("paper presets (--solver NAME):")
+    for name in presets.PRESETS:
+        click.echo(f"  {name:16s} NFE {', '.join(map(str, presets.preset_nfes(name)))}")
+    click.echo("models (--model): " + ", ".join(MODELS))
+
+
+def _search_options(fn):
+    opts = [
+        click.option("--preset", type=click.Choice(["ours", "paper"]), default="ours", show_default=True,
+                     help="ours: accurate reference + warm start + lr decay; paper: the published recipe"),
+        click.option("--samples", type=click.IntRange(1), default=2048, show_default=True,
+                     help="training noises"),
+        click.option("--val-samples", type=click.IntRange(1), default=1024, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
+        click.option("--epochs", type=click.IntRange(1), default=15, show_default=True),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="learning rate (default 0.01)"),
+        click.option("--reference", default=None, help="NAME:STEPS[:GRID] or dopri5 (default by preset)"),
+        click.option("--init", default=None, help="zero | auto | NAME[:GRID] (default by preset)"),
+        click.option("--guidance", type=float, default=1.0, show_default=True,
+                     help="classifier-free guidance scale to search at"),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _config(nfe, preset, samples, val_samples, batch_size, epochs, lr, reference, init, guidance, seed):
+    from .search.search import SearchConfig
+
+    kw = dict(nfe=nfe, preset=preset, samples=samples, val_samples=val_samples, batch_size=batch_size,
+              epochs=epochs, reference=reference, init=init, guidance=guidance, seed=seed)
+    if lr is not None:
+        kw["lr"] = lr
+    return SearchConfig(**kw)
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="model name (see `solversearch solvers`)")
+@_nfe_option(default="6", help="NFE (model calls) of the solver; a list or range searches each")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/search"),
+              show_default=True, help="output folder")
+@_search_options
+@click.option("--eval-samples", type=click.IntRange(0), default=2048, show_default=True,
+              help="held-out samples for the comparison with classic solvers (0: skip)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_user_errors
+def search(model_name, nfe_text, out, preset, samples, val_samples, batch_size, epochs, lr, reference, init,
+           guidance, seed, eval_samples, quiet):
+    """Search a solver, then compare it with every classic solver at the same NFE.
+
+    Writes OUT/solver-nfe{N}.json, OUT/solver-nfe{N}.png (matrix + grid), OUT/report.md, OUT/report.json.
+
+    \b
+    Example:
+      solversearch search --model gmm-rf --nfe 6 --out runs/gmm-rf
+      solversearch search --model gmm-vp --nfe 4-8 --preset paper --out runs/paper-vp
+    """
+    from .evaluation import harness, plots
+    from .search.search import SearchDiverged
+    from .search.search import search as run_search
+    from .solvers import io
+
+    entry = _model(model_name)
+    nfes = parse_nfes(nfe_text)
+    out = _writable_dir(out)
+    written, rows = [], []
+    ev = None
+    if eval_samples:
+        click.echo(f"evaluation set: {eval_samples} samples of {model_name} ...")
+        ev = harness.make_eval_set(entry, eval_samples, guidance=guidance)
+    for nfe in nfes:
+        cfg = _config(nfe, preset, samples, val_samples, batch_size, epochs, lr, reference, init, guidance, seed)
+        path = out / f"solver-nfe{nfe}.json"
+        try:
+            result = run_search(entry, cfg, progress=not quiet, log=click.echo)
+        except SearchDiverged as e:
+            if e.best is not None:
+                io.save(e.best, path)
+                click.echo(f"best solver so far written to {path}", err=True)
+            raise click.ClickException(str(e)) from None
+        io.save(result.solver, path)
+        plots.plot_solver(result.solver, out / f"solver-nfe{nfe}.png", reference=result.start)
+        written += [path, out / f"solver-nfe{nfe}.png"]
+        if ev is not None:
+            rows += harness.classic_rows(entry, ev, [nfe], progress=not quiet)
+            rows += _preset_rows(entry, ev, nfe)
+            rows.append(harness.score(result.solver, entry, ev, "searched", "searched"))
+    if ev is not None:
+        written += _write_report(out, rows, entry, ev, f"solversearch search --model {model_name} --nfe {nfe_text} "
+                                 f"--preset {preset} --seed {seed}")
+        _summary(rows, nfes)
+    click.echo("files written:")
+    for p in written:
+        click.echo(f"  {p}")
+
+
+def _preset_rows(entry, ev, nfe) -> list[dict]:
+    """The paper's published solvers where the model's schedule matches theirs."""
+    from .evaluation import harness
+    from .solvers import presets
+    from .solvers.solver import SolverError, check_compatible
+
+    rows = []
+    for name in presets.PRESETS:
+        if nfe not in presets.preset_nfes(name):
+            continue
+        solver = presets.load_preset(name, nfe)
+        try:
+            check_compatible(solver, entry.schedule)
+        except SolverError:
+            continue
+        rows.append(harness.score(solver, entry, ev, f"preset:{name}", "published"))
+    return rows
+
+
+def _write_report(out: Path, rows, entry, ev, command: str) -> list[Path]:
+    from .evaluation import harness, plots
+
+    md = [f"# {entry.name}: searched solver vs classic solvers", "",
+          f"RMSE of the final samples against the {ev.target_kind} solution, {ev.n} held-out samples, "
+          f"guidance {ev.guidance}. Each classic solver on its best time grid. Bold: the searched solver beats "
+          f"every other solver at that NFE.", "", harness.table(rows), "", f"Command: `{command}`", ""]
+    atomic.write_text(out / "report.md", "\n".join(md))
+    atomic.write_text(out / "report.json", json.dumps(rows, indent=1) + "\n")
+    paths = [out / "report.md", out / "report.json"]
+    if len({r["nfe"] for r in rows}) > 1:
+        plots.plot_error_vs_nfe(rows, out / "error_vs_nfe.png", title=f"{entry.name}: RMSE vs NFE")
+        paths.append(out / "error_vs_nfe.png")
+    return paths
+
+
+def _summary(rows, nfes) -> None:
+    from .evaluation import harness
+
+    click.echo("")
+    click.echo(f"{'NFE':>4} {'searched':>10} {'best classic':>28} {'ratio':>6}")
+    best_rows = harness.best_rows(rows)
+    for nfe in nfes:
+        ours = [r for r in best_rows if r["nfe"] == nfe and r["solver"] == "searched"]
+        best = harness.best_classic(rows, nfe)
+        if ours and best:
+            click.echo(f"{nfe:>4} {ours[0]['rmse']:>10.4g} {best['solver'] + ' ' + best['grid']:>20} "
+                       f"{best['rmse']:>7.4g} {ours[0]['rmse'] / best['rmse']:>6.2f}")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True)
+@click.option("--solver", "solver_spec", required=True,
+              help="a solver file, a preset name (e.g. dit-xl-2-256) or a classic solver name (e.g. dpm++2m)")
+@_nfe_option(default=None, help="NFE (needed for presets and classic solvers; checked against a file)")
+@click.option("--grid", default="uniform-t", show_default=True, help="time grid for a classic solver")
+@click.option("--n", "n", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cfg", "--guidance", "guidance", type=float, default=1.0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help=".safetensors (samples and labels) or .png (2-D models: scatter plot)")
+@_user_errors
+def sample(model_name, solver_spec, nfe_text, grid, n, seed, guidance, out):
+    """Sample with a searched, preset or classic solver.
+
+    \b
+    Example:
+      solversearch sample --model gmm2d-rf --solver runs/gmm-rf/solver-nfe6.json --n 2000 --out samples.png
+      solversearch sample --model gmm-vp --solver dpm++2m --nfe 8 --grid uniform-lambda --out x.safetensors
+    """
+    from safetensors.torch import save_file
+
+    from .evaluation import harness, plots
+
+    entry = _model(model_name)
+    nfe = parse_nfes(nfe_text)[0] if nfe_text else None
+    solver = resolve_solver(solver_spec, nfe, entry.schedule, grid)
+    noise, labels = entry.draw(n, seed=seed)
+    x = harness.run_solver(solver, entry, noise, labels, guidance)
+    _writable_dir(out.parent if str(out.parent) else Path("."))
+    if out.suffix == ".png":
+        if x.shape[1:] != (2,):
+            raise UserError(f"--out {out}: a scatter plot needs a 2-D model (gmm2d-rf, gmm2d-vp)")
+        plots.plot_samples_2d({f"{solver.name}, NFE {solver.nfe}": x.numpy()}, out)
+    elif out.suffix == ".safetensors":
+        tensors = {"samples": x.contiguous()}
+        if labels is not None:
+            tensors["labels"] = labels.contiguous()
+        with atomic.atomic_path(out) as tmp:
+            save_file(tensors, str(tmp), metadata={"solver": solver.name, "nfe": str(solver.nfe)})
+    else:
+        raise UserError(f"--out {out}: expected a .png or .safetensors file")
+    click.echo(f"{n} samples with {solver.name} (NFE {solver.nfe}) written to {out}")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True)
+@_nfe_option(default="3-10", help="NFEs to compare, e.g. 3-10 or 4,6,8")
+@click.option("--solver", "solver_files", multiple=True, type=click.Path(dir_okay=False),
+              help="searched solver file(s) to score instead of searching (repeatable)")
+@click.option("--search/--no-search", "do_search", default=True, show_default=True,
+              help="search a solver per NFE when no --solver file is given")
+@click.option("--seeds", default="0", show_default=True, help="search seeds, e.g. 0,1,2 (rows per seed)")
+@_search_options
+@click.option("--eval-samples", type=click.IntRange(1), default=4096, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write every row as JSON")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write a markdown table")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write an error-vs-NFE plot (PNG)")
+@click.option("--quiet", is_flag=True)
+@_user_errors
+def bench(model_name, nfe_text, solver_files, do_search, seeds, preset, samples, val_samples, batch_size,
+          epochs, lr, reference, init, guidance, seed, eval_samples, json_path, md_path, plot_path, quiet):
+    """Compare every classic solver (best grid), the paper's presets and the searched solver.
+
+    RMSE/PSNR against the exact solution (exact models) or an accurate 200-step reference.
+
+    \b
+    Example:
+      solversearch bench --model gmm-rf --nfe 3-10 --json runs/bench-gmm-rf.json
+      solversearch bench --model gmm-vp --nfe 6 --solver runs/gmm-vp/solver-nfe6.json --no-search
+    """
+    from .evaluation import harness
+    from .search.search import search as run_search
+    from .solvers import io
+
+    entry = _model(model_name)
+    nfes = parse_nfes(nfe_text)
+    for p in (json_path, md_path, plot_path):
+        if p is not None:
+            _writable_dir(p.parent if str(p.parent) else Path("."))
+    files = [io.load(f) for f in solver_files]
+    ev = harness.make_eval_set(entry, eval_samples, guidance=guidance)
+    rows = harness.classic_rows(entry, ev, nfes, progress=not quiet)
+    for nfe in nfes:
+        rows += _preset_rows(entry, ev, nfe)
+    for s in files:
+        rows.append(harness.score(s, entry, ev, "searched", "searched"))
+    if do_search and not files:
+        seed_list = [int(s) for s in seeds.split(",")]
+        for nfe in nfes:
+            if nfe < 2:
+                continue
+            for sd in seed_list:
+                cfg = _config(nfe, preset, samples, val_samples, batch_size, epochs, lr, reference, init,
+                              guidance, sd)
+                result = run_search(entry, cfg, progress=not quiet, log=(lambda m: None) if quiet else click.echo)
+                row = harness.score(result.solver, entry, ev, "searched", "searched")
+                row.update(seed=sd, preset=preset, search_seconds=round(sum(result.seconds.values()), 2),
+                           start=f"{result.start.name}:{result.start.meta.get('grid')}")
+                rows.append(row)
+    click.echo(harness.table(rows))
+    _summary(rows, nfes)
+    if json_path:
+        atomic.write_text(json_path, json.dumps(rows, indent=1) + "\n")
+    if md_path:
+        atomic.write_text(md_path, harness.table(rows) + "\n")
+    if plot_path:
+        from .evaluation import plots
+
+        plots.plot_error_vs_nfe(rows, plot_path, title=f"{model_name}: RMSE vs NFE")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -44,20 +44,19 @@ def _user_errors(fn):
 
 
 def parse_nfes(text: str) -> list[int]:
-    """``"6"``, ``"4,5,6"`` or ``"3-10"`` -> sorted NFEs (each >= 1)."""
+    """``"6"``, ``"4,5,6"`` or ``"3-10"`` -> sorted NFEs; anything else is a one-line error."""
+    text = str(text).strip()
+    if text.startswith("-") or text.startswith("0") and text.rstrip("0") == "":
+        raise UserError(f"--nfe {text}: NFE must be a positive integer")
     out = set()
     try:
         for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                a, b = (int(p) for p in part.split("-", 1))
-                out.update(range(a, b + 1))
-            else:
-                out.add(int(part))
+            a, _, b = part.strip().partition("-")
+            out.update(range(int(a), int(b) + 1) if b else [int(a)])
     except ValueError:
-        raise click.BadParameter(f"{text!r}: expected a number, a list (4,5,6) or a range (3-10)") from None
+        raise UserError(f"--nfe {text}: expected a number, a list (4,5,6) or a range (3-10)") from None
     if not out or min(out) < 1:
-        raise click.BadParameter(f"{text!r}: NFE must be a positive integer")
+        raise UserError(f"--nfe {text}: NFE must be a positive integer")
     return sorted(out)
 
 

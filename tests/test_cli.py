@@ -1,0 +1,90 @@
+"""The command line: user errors are one line with exit code 2; the jobs write what they promise."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from solversearch.cli import main, parse_nfes
+from solversearch.solvers import io
+
+SMALL = ["--samples", "128", "--val-samples", "64", "--batch-size", "64", "--epochs", "2", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_parse_nfes():
+    assert parse_nfes("3-5") == [3, 4, 5]
+    assert parse_nfes("6,4,4") == [4, 6]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["search", "--model", "gmm-rf", "--nfe", "0"], "NFE must be a positive integer"),
+    (["search", "--model", "gmm-rf", "--nfe", "-3"], "--nfe"),
+    (["search", "--model", "nope", "--nfe", "4"], "unknown model 'nope'"),
+    (["sample", "--model", "gmm-rf", "--solver", "missing.json", "--out", "x.safetensors"], "missing.json"),
+    (["sample", "--model", "gmm-rf", "--solver", "rk45", "--nfe", "4", "--out", "x.safetensors"],
+     "unknown solver 'rk45'"),
+    (["bench", "--model", "gmm-vp", "--nfe", "x"], "expected a number"),
+])
+def test_user_errors_exit_2_without_traceback(args, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output
+    assert "Traceback" not in r.output
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    r = run("search", "--model", "gmm2d-rf", "--nfe", "3", "--out", blocker / "sub", *SMALL)
+    assert r.exit_code == 2 and "cannot create output folder" in r.output
+
+
+def test_malformed_solver_file_names_file_and_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "solversearch.solver", "format_version": 99}')
+    r = run("sample", "--model", "gmm-rf", "--solver", bad, "--out", tmp_path / "x.safetensors")
+    assert r.exit_code == 2
+    assert str(bad) in r.output and "format_version" in r.output
+
+
+def test_help_shows_an_example():
+    for cmd in ("search", "sample", "bench", "solvers"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0 and "Example:" in r.output and "solversearch " + cmd in r.output
+
+
+def test_search_writes_solver_report_and_plot(tmp_path):
+    out = tmp_path / "run"
+    r = run("search", "--model", "gmm2d-rf", "--nfe", "4", "--out", out, "--eval-samples", "128", *SMALL)
+    assert r.exit_code == 0, r.output
+    solver = io.load(out / "solver-nfe4.json", expect_nfe=4)
+    assert solver.name == "searched" and solver.meta["model"] == "gmm2d-rf"
+    rows = json.loads((out / "report.json").read_text())
+    assert {"model", "solver", "nfe", "grid", "rmse"} <= set(rows[0])
+    assert any(r["solver"] == "searched" for r in rows) and any(r["solver"] == "dpm++2m" for r in rows)
+    assert (out / "solver-nfe4.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| searched |" in (out / "report.md").read_text()
+
+
+def test_bench_json_rows_and_sample(tmp_path):
+    js = tmp_path / "bench.json"
+    r = run("bench", "--model", "gmm2d-vp", "--nfe", "3,4", "--json", js, "--eval-samples", "64", *SMALL)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(js.read_text())
+    searched = [x for x in rows if x["solver"] == "searched"]
+    assert sorted(x["nfe"] for x in searched) == [3, 4]
+    assert all(x["model"] == "gmm2d-vp" and x["rmse"] > 0 for x in rows)
+    assert {x["grid"] for x in rows if x["solver"] == "ddim"} == {"uniform-t", "uniform-lambda", "karras",
+                                                                  "quadratic"}
+    # sampling with a preset and a classic solver
+    out = tmp_path / "x.safetensors"
+    r = run("sample", "--model", "gmm-vp", "--solver", "dit-xl-2-256", "--nfe", "6", "--n", "8", "--out", out)
+    assert r.exit_code == 0, r.output
+    t = load_file(str(out))
+    assert t["samples"].shape == (8, 64) and t["labels"].shape == (8,)

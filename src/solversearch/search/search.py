@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..conventions import Schedule, schedule_config
 from ..models import ModelEntry
+from ..models.wrapper import ModelError
 from ..solvers import classic
 from ..solvers.grids import GRIDS
 from ..solvers.solver import Solver, make_solver, run_linear
@@ -197,7 +198,10 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
                                coeffs=matrix_from_coeffs(c, mask), name="searched")
 
     def validate() -> float:
-        return evaluate(current(), entry, val_noise, val_labels, val_ref.final, cfg.guidance, cfg.batch_size)
+        try:
+            return evaluate(current(), entry, val_noise, val_labels, val_ref.final, cfg.guidance, cfg.batch_size)
+        except ModelError:  # the solver drove the model out of its domain: as bad as it gets
+            return math.inf
 
     t0 = time.perf_counter()
     start_err = validate()
@@ -223,14 +227,18 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
                 ref = train_ref.index(idx)
                 times = times_from_logits(r, schedule)
                 M = matrix_from_coeffs(c, mask)
-                _, states = run_linear(model, train_noise[idx], times, M, form, schedule, trajectory=True)
+                try:
+                    _, states = run_linear(model, train_noise[idx], times, M, form, schedule, trajectory=True)
+                except ModelError as e:
+                    raise SearchDiverged(f"search diverged at epoch {epoch}, optimizer step {step}: {e}; "
+                                         f"keeping the best solver so far", best) from None
                 loss = sum(torch.nn.functional.mse_loss(states[i], _target(ref, times[i], cfg.align))
                            for i in range(1, cfg.nfe + 1))
                 if cfg.huber_weight:
                     loss = loss + cfg.huber_weight * torch.nn.functional.huber_loss(
                         states[-1], ref.final, delta=cfg.huber_delta)
                 if not torch.isfinite(loss):
-                    raise SearchDiverged(f"search loss became {float(loss)} at epoch {epoch}, step {step}; "
+                    raise SearchDiverged(f"search loss became {float(loss)} at epoch {epoch}, optimizer step {step}; "
                                          f"keeping the best solver so far", best)
                 opt.zero_grad()
                 loss.backward()

@@ -26,11 +26,14 @@ from pathlib import Path
 
 from .. import atomic
 from ..conventions import SCHEDULES, get_schedule
+from ..models.wrapper import PREDICTION_TYPES
 from .solver import FORMS, KINDS, Solver
 
 FORMAT = "solversearch.solver"
 FORMAT_VERSION = 1
-ROW_SUM_TOL = 1e-6
+ROW_SUM_TOL = 1e-6  # |sum of a coefficient row - 1|, relative to the row's magnitude
+END_TOL = 1e-6  # the grid must end at the data end (steps cover the whole span)
+START_TOL = 0.01  # and start near the noise end (the paper's VP solvers start at 0.999, not 1)
 MAX_STEPS = 1000
 
 
@@ -74,7 +77,8 @@ def from_dict(d, source: str = "<solver>", expect_nfe: int | None = None) -> Sol
         raise SolverFileError(src, "<root>", f"expected a JSON object, got {type(d).__name__}")
     if d.get("format") != FORMAT:
         raise SolverFileError(src, "format", f"expected {FORMAT!r}, got {d.get('format')!r}")
-    if d.get("format_version") != FORMAT_VERSION:
+    version = d.get("format_version")
+    if isinstance(version, bool) or version != FORMAT_VERSION:
         raise SolverFileError(src, "format_version",
                               f"unsupported version {d.get('format_version')!r} (this reader knows {FORMAT_VERSION})")
     kind = d.get("kind")
@@ -110,9 +114,13 @@ def from_dict(d, source: str = "<solver>", expect_nfe: int | None = None) -> Sol
             raise SolverFileError(src, f"times[{i + 1}]", "step sizes must be positive: times must move "
                                   f"monotonically from the noise end ({schedule.t_noise}) to the data end "
                                   f"({schedule.t_data})")
-    for i in (0, n):
-        if not schedule.contains(times[i], tol=1e-6):
-            raise SolverFileError(src, f"times[{i}]", f"{times[i]} is outside the schedule's range {schedule.span}")
+    span = abs(schedule.t_data - schedule.t_noise)
+    if abs(times[-1] - schedule.t_data) > END_TOL * span:
+        raise SolverFileError(src, f"times[{n}]", f"the last time must be the data end {schedule.t_data} "
+                              f"(tolerance {END_TOL} of the span), got {times[-1]}")
+    if not schedule.contains(times[0], tol=1e-9) or abs(times[0] - schedule.t_noise) > START_TOL * span:
+        raise SolverFileError(src, "times[0]", f"the first time must be within {START_TOL} of the span from the "
+                              f"noise end {schedule.t_noise}, got {times[0]}")
 
     coeffs = d.get("coefficients")
     if kind == "linear":
@@ -137,10 +145,13 @@ def from_dict(d, source: str = "<solver>", expect_nfe: int | None = None) -> Sol
     meta = d.get("meta", {})
     if not isinstance(meta, dict):
         raise SolverFileError(src, "meta", f"expected an object, got {type(meta).__name__}")
+    if "prediction" in meta and meta["prediction"] not in PREDICTION_TYPES:
+        raise SolverFileError(src, "meta.prediction", f"unknown prediction type {meta['prediction']!r}; "
+                              f"known: {', '.join(PREDICTION_TYPES)}")
 
     solver = Solver(kind=kind, form=form, times=tuple(times), schedule=dict(sched), coeffs=coeffs, name=name,
                     order=order, meta=meta)
-    if "nfe" in d and d["nfe"] != solver.nfe:
+    if "nfe" in d and (isinstance(d["nfe"], bool) or d["nfe"] != solver.nfe):
         raise SolverFileError(src, "nfe", f"says {d['nfe']!r} but the times and kind give {solver.nfe}")
     if expect_nfe is not None and solver.nfe != expect_nfe:
         raise SolverFileError(src, "nfe", f"solver has NFE {solver.nfe}, but NFE {expect_nfe} was asked for")

@@ -43,7 +43,7 @@ class Solver:
     kind: str
     form: str
     times: tuple[float, ...]
-    schedule: dict
+    schedule: dict = field(hash=False)  # conventions.schedule_config(...)
     coeffs: tuple[tuple[float, ...], ...] | None = None
     name: str = "custom"
     order: int | None = None

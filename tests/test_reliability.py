@@ -229,3 +229,22 @@ def test_solver_is_frozen_data():
     with pytest.raises(Exception):
         s.times = (0.0, 1.0)
     assert copy.deepcopy(s) == s and hash(s) == hash(copy.deepcopy(s))
+
+
+def test_no_unpickling_anywhere_in_the_package():
+    """Static guard: the package never imports pickle and every torch.load passes weights_only=True."""
+    import pathlib
+    import re
+
+    import solversearch
+
+    root = pathlib.Path(solversearch.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        if re.search(r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", text, re.M):
+            offenders.append(f"{path}: imports a pickle module")
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            if "weights_only=True" not in call:
+                offenders.append(f"{path}: {call}")
+    assert not offenders, offenders

@@ -14,15 +14,18 @@ Two presets, both runnable from the CLI (``--preset``):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..conventions import Schedule, schedule_config
+from ..conventions import Schedule
+from ..evaluation.harness import rmse, run_solver
 from ..models import ModelEntry
 from ..models.wrapper import ModelError
 from ..solvers import classic
@@ -30,7 +33,10 @@ from ..solvers.grids import GRIDS
 from ..solvers.solver import Solver, make_solver, run_linear
 from .parameterization import (coeffs_from_matrix, logits_from_times, matrix_from_coeffs, order_limit_mask,
                                times_from_logits)
-from ..evaluation.harness import rmse, run_solver
+from . import checkpoint as ckpt
+from . import distributed as dd
+from .cache import ReferenceCache, _strided
+from .checkpoint import SearchInterrupted
 from .reference import Reference, reference_for
 
 PRESETS = ("paper", "ours")
@@ -65,6 +71,11 @@ class SearchConfig:
     guidance: float = 1.0
     seed: int = 0
     dtype: str = "float32"
+    device: str = "cpu"
+    grad_checkpoint: bool = False  # recompute each model call in backward: memory flat in NFE
+    amp: str | None = None  # bf16 | fp16 autocast of the model calls (GPU)
+    ref_stride: int = 1  # keep every k-th reference state (memory / cache size)
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only on SIGTERM/SIGINT)
 
     def resolved(self, schedule: Schedule) -> "SearchConfig":
         """Fill preset defaults; returns a copy in which nothing is ``None``."""
@@ -88,6 +99,13 @@ class SearchConfig:
         return c
 
 
+    def identity(self) -> dict:
+        """The fields that define the search's outcome (a checkpoint must match them to be resumed)."""
+        d = asdict(self)
+        d.pop("checkpoint_every")
+        return d
+
+
 @dataclass
 class SearchResult:
     solver: Solver
@@ -107,6 +125,50 @@ def evaluate(solver: Solver, entry: ModelEntry, noise, labels, target, guidance:
     return rmse(run_solver(solver, entry, noise, labels, guidance, batch), target)
 
 
+@dataclass
+class References:
+    """Noises, labels and reference trajectories of the training and validation sets."""
+
+    train_noise: torch.Tensor
+    train_labels: torch.Tensor | None
+    train: Reference
+    val_noise: torch.Tensor
+    val_labels: torch.Tensor | None
+    val: Reference
+    seconds: float = 0.0
+
+
+def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, progress: bool = False) -> References:
+    """Draw the train/validation noises from the seed and compute (or load) their reference trajectories.
+
+    They depend on the model, reference, guidance, seed and sample counts -- not on the NFE -- so one set serves
+    searches at every NFE; with ``cache_dir`` they are also kept on disk for later runs.
+    """
+    cfg = cfg.resolved(entry.schedule)
+    dtype = _dtype(cfg.dtype)
+    t0 = time.perf_counter()
+    out = []
+    for n, seed in ((cfg.samples, 2 * cfg.seed), (cfg.val_samples, 2 * cfg.seed + 1)):
+        noise, labels = entry.draw(n, seed=seed, dtype=dtype, device=cfg.device)
+
+        def compute(lo, hi, noise=noise, labels=labels):
+            lab = None if labels is None else labels[lo:hi]
+            return noise[lo:hi], lab, reference_for(entry, noise[lo:hi], lab, cfg.reference, cfg.guidance,
+                                                    cfg.batch_size)
+
+        if cache_dir is not None:
+            ref = ReferenceCache(cache_dir).get(entry, cfg.reference, cfg.guidance, seed, n, dtype,
+                                                cfg.ref_stride, compute)
+            ref = Reference(ref.times, ref.states.to(cfg.device), ref.spec)
+        else:
+            if dd.world() > 1:
+                raise ValueError("a multi-process search needs a reference cache folder (--cache DIR) that "
+                                 "every process can read")
+            ref = _strided(compute(0, n)[2], cfg.ref_stride)
+        out += [noise, labels, ref]
+    return References(*out, seconds=time.perf_counter() - t0)
+
+
 def start_candidates(schedule: Schedule, nfe: int, form: str) -> list[tuple[str, str]]:
     """Classic solvers that are exactly representable in the searched form, with every grid."""
     names = ["euler", "ab2", "ab3", "ab4", "ipndm"] if form == "velocity" else [
@@ -120,28 +182,26 @@ def start_candidates(schedule: Schedule, nfe: int, form: str) -> list[tuple[str,
     return out
 
 
-def choose_start(entry: ModelEntry, cfg: SearchConfig, val, log) -> tuple[Solver, float | None]:
+def choose_start(schedule: Schedule, cfg: SearchConfig, val_rmse, log) -> Solver:
     """The solver the search starts from: zero init, a named classic solver, or the best one on validation."""
-    schedule = entry.schedule
     form = classic.default_form(schedule)
     if cfg.init == "zero":
-        return classic.build("euler" if form == "velocity" else "ddim", cfg.nfe, schedule, "uniform-t"), None
+        return classic.build("euler" if form == "velocity" else "ddim", cfg.nfe, schedule, "uniform-t")
     if cfg.init != "auto":
         name, _, grid = cfg.init.partition(":")
         s = classic.build(name, cfg.nfe, schedule, grid or "uniform-t")
         if s.kind != "linear" or s.form != form:
-            raise ValueError(f"--init {cfg.init}: {name} is not expressible in the searched ({form}) form; "
-                             f"candidates: {', '.join(n for n, _ in start_candidates(schedule, cfg.nfe, form))}")
-        return s, None
+            raise ValueError(f"init {cfg.init!r}: {name} is not expressible in the searched ({form}) form; "
+                             f"candidates: {', '.join(sorted({n for n, _ in start_candidates(schedule, cfg.nfe, form)}))}")
+        return s
     best, best_err = None, math.inf
-    noise, labels, target = val
     for name, grid in start_candidates(schedule, cfg.nfe, form):
         s = classic.build(name, cfg.nfe, schedule, grid)
-        err = evaluate(s, entry, noise, labels, target, cfg.guidance, cfg.batch_size)
-        if math.isfinite(err) and err < best_err:
+        err = val_rmse(s)
+        if err < best_err:
             best, best_err = s, err
     log(f"warm start: {best.name} on {best.meta['grid']} grid (val RMSE {best_err:.4g})")
-    return best, best_err
+    return best
 
 
 def _lr_at(cfg: SearchConfig, step: int, total: int) -> float:
@@ -162,27 +222,50 @@ def _optimizer(cfg: SearchConfig, params):
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: lion, adam")
 
 
+def _autocast(cfg: SearchConfig):
+    if cfg.amp is None:
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    if dtype is None:
+        raise ValueError(f"unknown amp {cfg.amp!r}; known: bf16, fp16")
+    return torch.autocast(device_type=torch.device(cfg.device).type, dtype=dtype)
+
+
 # --- the search ---------------------------------------------------------------------------------------------
 
-def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, log=print) -> SearchResult:
-    """Search an ``config.nfe``-step solver for ``entry``'s model. Deterministic for a given ``config.seed``."""
+def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, log=print,
+           references: References | None = None, cache_dir=None, checkpoint_path=None,
+           resume: bool = False) -> SearchResult:
+    """Search a ``config.nfe``-step solver for ``entry``'s model. Deterministic for a given ``config.seed``.
+
+    ``references`` reuses precomputed trajectories (several NFEs in one run); ``cache_dir`` keeps them on disk.
+    ``checkpoint_path`` saves the state every ``checkpoint_every`` steps and on SIGTERM/SIGINT (then raises
+    :class:`SearchInterrupted`); ``resume=True`` continues from it.  Under ``torchrun`` every rank runs this
+    with the same arguments: each takes its slice of every global batch (``batch_size`` per rank) and of the
+    validation set, and gradients are averaged, so all ranks hold the same solver.
+    """
     schedule = entry.schedule
     cfg = config.resolved(schedule)
-    dtype = _dtype(cfg.dtype)
     form = classic.default_form(schedule)
     clock = {}
-    torch.manual_seed(cfg.seed)
+    refs = references or prepare_references(entry, cfg, cache_dir, progress)
+    clock["reference"] = 0.0 if references is not None else refs.seconds
+    mine_val = dd.my_slice(cfg.val_samples)
+    v_noise, v_target = refs.val_noise[mine_val], refs.val.final[mine_val]
+    v_labels = None if refs.val_labels is None else refs.val_labels[mine_val]
+
+    def val_rmse(solver: Solver) -> float:
+        """RMSE over the whole validation set (each rank scores its slice); inf if the model faults."""
+        try:
+            x = run_solver(solver, entry, v_noise, v_labels, cfg.guidance, cfg.batch_size)
+            sq = float(((x.to(torch.float64) - v_target.to(torch.float64)) ** 2).sum())
+        except ModelError:
+            sq = math.inf
+        total, count = dd.sum_scalars(sq, float(v_target.numel()))
+        return math.sqrt(total / count) if math.isfinite(total) else math.inf
 
     t0 = time.perf_counter()
-    train_noise, train_labels = entry.draw(cfg.samples, seed=2 * cfg.seed, dtype=dtype)
-    val_noise, val_labels = entry.draw(cfg.val_samples, seed=2 * cfg.seed + 1, dtype=dtype)
-    train_ref = reference_for(entry, train_noise, train_labels, cfg.reference, cfg.guidance, cfg.batch_size)
-    val_ref = reference_for(entry, val_noise, val_labels, cfg.reference, cfg.guidance, cfg.batch_size)
-    clock["reference"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    val = (val_noise, val_labels, val_ref.final)
-    start, _ = choose_start(entry, cfg, val, log)
+    start = choose_start(schedule, cfg, val_rmse, log if dd.is_main() else (lambda m: None))
     clock["warm_start"] = time.perf_counter() - t0
 
     start_M = start.matrix()
@@ -192,89 +275,127 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
     c = torch.nn.Parameter(coeffs_from_matrix(start_M))
     opt = _optimizer(cfg, [r, c])
 
-    def current() -> Solver:
+    def solver_of(r_, c_) -> Solver:
         with torch.no_grad():
-            return make_solver("linear", form, times_from_logits(r, schedule), schedule,
-                               coeffs=matrix_from_coeffs(c, mask), name="searched")
-
-    def validate() -> float:
-        try:
-            return evaluate(current(), entry, val_noise, val_labels, val_ref.final, cfg.guidance, cfg.batch_size)
-        except ModelError:  # the solver drove the model out of its domain: as bad as it gets
-            return math.inf
+            return make_solver("linear", form, times_from_logits(r_, schedule), schedule,
+                               coeffs=matrix_from_coeffs(c_, mask), name="searched")
 
     t0 = time.perf_counter()
-    start_err = validate()
-    best_err = start_err if cfg.keep_start else math.inf
-    best = current() if cfg.keep_start else None
-    history = [{"epoch": 0, "train_loss": None, "val_rmse": start_err, "lr": None}]
+    identity = cfg.identity()
     gen = torch.Generator().manual_seed(cfg.seed)
-    batches = math.ceil(cfg.samples / cfg.batch_size)
+    if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
+        st = ckpt.load(checkpoint_path, identity)
+        with torch.no_grad():
+            r.copy_(st["r"])
+            c.copy_(st["c"])
+        opt.load_state_dict(st["optimizer"])
+        log(f"resumed from {checkpoint_path} at epoch {st['epoch']}, optimizer step {st['step']}")
+    else:
+        start_err = val_rmse(start)
+        keep = cfg.keep_start
+        st = {"epoch": 1, "batch": 0, "step": 0, "gen": gen.get_state(), "losses": [],
+              "best_r": r.detach().clone(), "best_c": c.detach().clone(),
+              "best_err": start_err if keep else math.inf, "has_best": keep, "start_err": start_err,
+              "history": [{"epoch": 0, "train_loss": None, "val_rmse": start_err, "lr": None}]}
+
+    def snapshot() -> dict:
+        return dict(st, r=r.detach().clone(), c=c.detach().clone(), optimizer=opt.state_dict())
+
+    def best_solver() -> Solver | None:
+        return solver_of(st["best_r"], st["best_c"]) if st["has_best"] else None
+
+    global_batch = cfg.batch_size * dd.world()
+    batches = math.ceil(cfg.samples / global_batch)
     total = cfg.epochs * batches
-    step = 0
-    bar = tqdm(total=total, desc=f"search NFE {cfg.nfe}", disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=st["step"], desc=f"search NFE {cfg.nfe}", disable=not (progress and dd.is_main()),
+               leave=False)
+    stop = ckpt.StopFlag()
     try:
-        for epoch in range(1, cfg.epochs + 1):
-            perm = torch.randperm(cfg.samples, generator=gen)
-            losses = []
-            for k in range(batches):
-                idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-                lr = _lr_at(cfg, step, total)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                labels = None if train_labels is None else train_labels[idx]
-                model = entry.wrap(labels, cfg.guidance)
-                ref = train_ref.index(idx)
-                times = times_from_logits(r, schedule)
-                M = matrix_from_coeffs(c, mask)
-                try:
-                    _, states = run_linear(model, train_noise[idx], times, M, form, schedule, trajectory=True)
-                except ModelError as e:
-                    raise SearchDiverged(f"search diverged at epoch {epoch}, optimizer step {step}: {e}; "
-                                         f"keeping the best solver so far", best) from None
-                loss = sum(torch.nn.functional.mse_loss(states[i], _target(ref, times[i], cfg.align))
-                           for i in range(1, cfg.nfe + 1))
-                if cfg.huber_weight:
-                    loss = loss + cfg.huber_weight * torch.nn.functional.huber_loss(
-                        states[-1], ref.final, delta=cfg.huber_delta)
-                if not torch.isfinite(loss):
-                    raise SearchDiverged(f"search loss became {float(loss)} at epoch {epoch}, optimizer step {step}; "
-                                         f"keeping the best solver so far", best)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4g}", best_val=f"{best_err:.4g}")
-            err = validate()
-            history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_rmse": err, "lr": lr})
-            if math.isfinite(err) and err < best_err:
-                best, best_err = current(), err
+        with stop:
+            while st["epoch"] <= cfg.epochs:
+                gen.set_state(st["gen"])
+                perm = torch.randperm(cfg.samples, generator=gen)
+                while st["batch"] < batches:
+                    k = st["batch"]
+                    chunk = perm[k * global_batch:(k + 1) * global_batch]
+                    idx = chunk[dd.my_slice(len(chunk))].to(refs.train_noise.device)
+                    lr = _lr_at(cfg, st["step"], total)
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                    loss = _loss(entry, cfg, refs, idx, r, c, mask, form, st, best_solver)
+                    opt.zero_grad()
+                    loss.backward()
+                    dd.average_gradients([r, c])
+                    opt.step()
+                    st["step"] += 1
+                    st["batch"] += 1
+                    st["losses"].append(float(loss.detach()))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{st['losses'][-1]:.4g}", best_val=f"{st['best_err']:.4g}")
+                    if checkpoint_path is not None and dd.is_main() and (
+                            stop or (cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0)):
+                        ckpt.save(checkpoint_path, snapshot(), identity)
+                    if stop:
+                        raise ckpt.SearchInterrupted(
+                            f"stopped by signal {stop.signal} at optimizer step {st['step']}; state saved to "
+                            f"{checkpoint_path}, continue with resume" if checkpoint_path else
+                            f"stopped by signal {stop.signal} at optimizer step {st['step']} (no checkpoint path)")
+                err = val_rmse(solver_of(r, c))
+                st["history"].append({"epoch": st["epoch"], "train_loss": sum(st["losses"]) / len(st["losses"]),
+                                      "val_rmse": err, "lr": lr})
+                if err < st["best_err"]:
+                    st.update(best_r=r.detach().clone(), best_c=c.detach().clone(), best_err=err, has_best=True)
+                st.update(epoch=st["epoch"] + 1, batch=0, losses=[], gen=gen.get_state())
+                if checkpoint_path is not None and dd.is_main() and cfg.checkpoint_every:
+                    ckpt.save(checkpoint_path, snapshot(), identity)
     finally:
         bar.close()
     clock["search"] = time.perf_counter() - t0
 
-    settings = {k: v for k, v in asdict(cfg).items()}
     meta = {
         "model": entry.name,
         "nfe": cfg.nfe,
         "guidance": cfg.guidance,
         "prediction": entry.prediction,
-        "search": settings,
-        "start": {"solver": start.name, "grid": start.meta.get("grid"), "val_rmse": start_err},
-        "metrics": {"val_rmse": best_err, "val_samples": cfg.val_samples, "reference": cfg.reference},
+        "search": asdict(cfg),
+        "start": {"solver": start.name, "grid": start.meta.get("grid"), "val_rmse": st["start_err"]},
+        "metrics": {"val_rmse": st["best_err"], "val_samples": cfg.val_samples, "reference": cfg.reference},
         "seconds": clock,
+        "processes": dd.world(),
     }
-    solver = best.replace(meta=meta) if best is not None else current().replace(meta=meta)
-    log(f"NFE {cfg.nfe}: val RMSE {start_err:.4g} ({start.name}) -> {best_err:.4g} (searched) "
-        f"in {sum(clock.values()):.1f} s")
-    return SearchResult(solver, start, history, clock)
+    best = best_solver() or solver_of(r, c)
+    if dd.is_main():
+        log(f"NFE {cfg.nfe}: val RMSE {st['start_err']:.4g} ({start.name}) -> {st['best_err']:.4g} (searched) "
+            f"in {sum(clock.values()):.1f} s")
+    return SearchResult(best.replace(meta=meta), start, st["history"], clock)
 
 
-def _target(ref: Reference, t: torch.Tensor, align: str) -> torch.Tensor:
-    return ref.state_at(t, mode=align)
+def _loss(entry, cfg, refs, idx, r, c, mask, form, st, best_solver) -> torch.Tensor:
+    """Alignment MSE of every state + Huber on the final one, for this rank's part of the batch."""
+    schedule = entry.schedule
+    labels = None if refs.train_labels is None else refs.train_labels[idx]
+    model = entry.wrap(labels, cfg.guidance)
+    ref = refs.train.index(idx)
+    times = times_from_logits(r, schedule)
+    M = matrix_from_coeffs(c, mask)
+    try:
+        with _autocast(cfg):
+            _, states = run_linear(model, refs.train_noise[idx], times, M, form, schedule, trajectory=True,
+                                   grad_checkpoint=cfg.grad_checkpoint)
+    except ModelError as e:
+        raise SearchDiverged(f"search diverged at epoch {st['epoch']}, optimizer step {st['step']}: {e}; "
+                             f"keeping the best solver so far", best_solver()) from None
+    states = [s.float() for s in states]
+    loss = sum(torch.nn.functional.mse_loss(states[i], ref.state_at(times[i], cfg.align).float())
+               for i in range(1, cfg.nfe + 1))
+    if cfg.huber_weight:
+        loss = loss + cfg.huber_weight * torch.nn.functional.huber_loss(states[-1], ref.final.float(),
+                                                                        delta=cfg.huber_delta)
+    if not torch.isfinite(loss):
+        raise SearchDiverged(f"search loss became {float(loss)} at epoch {st['epoch']}, optimizer step "
+                             f"{st['step']}; keeping the best solver so far", best_solver())
+    return loss
 
 
-__all__ = ["SearchConfig", "SearchResult", "SearchDiverged", "search", "evaluate", "PRESETS",
-           "schedule_config"]
+__all__ = ["SearchConfig", "SearchResult", "SearchDiverged", "SearchInterrupted", "References", "search",
+           "prepare_references", "evaluate", "PRESETS"]

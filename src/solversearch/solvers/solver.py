@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.utils.checkpoint
 
 from ..conventions import Schedule, get_schedule, schedule_config
 from ..models.wrapper import ModelError
@@ -112,15 +113,22 @@ def _evaluate(model, x, t, step: int):
 
 
 def run_linear(model: Callable, x: torch.Tensor, times: torch.Tensor, M: torch.Tensor, form: str,
-               schedule: Schedule, *, trajectory: bool = False, callback: Callable | None = None):
+               schedule: Schedule, *, trajectory: bool = False, callback: Callable | None = None,
+               grad_checkpoint: bool = False):
     """Integrate with the linear multistep rule; differentiable in ``times`` and ``M`` (the search uses this).
 
-    Returns the final state, or ``(final, [x_0, ..., x_N])`` with ``trajectory=True``.
+    Returns the final state, or ``(final, [x_0, ..., x_N])`` with ``trajectory=True``.  With
+    ``grad_checkpoint`` each model call keeps no activations for backward and is recomputed there instead, so
+    the memory of backpropagating through N calls does not grow with N (the network runs twice per step).
     """
     n = times.shape[0] - 1
     states, preds = [x], []
+    use_ckpt = grad_checkpoint and torch.is_grad_enabled()
     for i in range(n):
-        x0, eps = _evaluate(model, x, times[i], i)
+        if use_ckpt:
+            x0, eps = torch.utils.checkpoint.checkpoint(_evaluate, model, x, times[i], i, use_reentrant=False)
+        else:
+            x0, eps = _evaluate(model, x, times[i], i)
         preds.append(form_prediction(schedule, form, times[i], x0, eps))
         a, b = step_factors(schedule, form, times[i], times[i + 1])
         row = M[i, : i + 1].to(x.dtype)

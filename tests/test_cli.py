@@ -88,3 +88,23 @@ def test_bench_json_rows_and_sample(tmp_path):
     assert r.exit_code == 0, r.output
     t = load_file(str(out))
     assert t["samples"].shape == (8, 64) and t["labels"].shape == (8,)
+
+
+def test_same_command_under_torchrun_two_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "run"
+    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-port", "29533", "-m", "solversearch.cli", "search",
+           "--model", "gmm2d-rf", "--nfe", "3,4", "--out", str(out), "--cache", str(tmp_path / "cache"),
+           "--eval-samples", "0", *SMALL]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for nfe in (3, 4):
+        s = io.load(out / f"solver-nfe{nfe}.json", expect_nfe=nfe)
+        assert s.meta["processes"] == 2
+    assert proc.stdout.count("files written:") == 1  # rank 0 alone reports and writes

@@ -138,6 +138,10 @@ def solvers():
     click.echo("models (--model): " + ", ".join(MODELS))
 
 
+SEARCH_KEYS = ("preset", "samples", "val_samples", "batch_size", "epochs", "lr", "reference", "init", "guidance",
+               "seed", "grad_checkpoint", "amp", "ref_stride", "device", "checkpoint_every")
+
+
 def _search_options(fn):
     opts = [
         click.option("--preset", type=click.Choice(["ours", "paper"]), default="ours", show_default=True,
@@ -145,7 +149,8 @@ def _search_options(fn):
         click.option("--samples", type=click.IntRange(1), default=2048, show_default=True,
                      help="training noises"),
         click.option("--val-samples", type=click.IntRange(1), default=1024, show_default=True),
-        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
+                     help="per process"),
         click.option("--epochs", type=click.IntRange(1), default=15, show_default=True),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="learning rate (default 0.01)"),
@@ -154,20 +159,26 @@ def _search_options(fn):
         click.option("--guidance", type=float, default=1.0, show_default=True,
                      help="classifier-free guidance scale to search at"),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="reference-trajectory cache folder (reused across NFEs and runs; needed by torchrun)"),
+        click.option("--grad-checkpoint", is_flag=True, help="recompute model calls in backward: flat memory"),
+        click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None, help="autocast (GPU)"),
+        click.option("--ref-stride", type=click.IntRange(1), default=1, show_default=True,
+                     help="keep every k-th reference state"),
+        click.option("--device", default="cpu", show_default=True),
+        click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
+                     help="optimizer steps between checkpoints (always on SIGTERM/SIGINT)"),
     ]
     for o in reversed(opts):
         fn = o(fn)
     return fn
 
 
-def _config(nfe, preset, samples, val_samples, batch_size, epochs, lr, reference, init, guidance, seed):
+def _config(nfe: int, kw: dict):
     from .search.search import SearchConfig
 
-    kw = dict(nfe=nfe, preset=preset, samples=samples, val_samples=val_samples, batch_size=batch_size,
-              epochs=epochs, reference=reference, init=init, guidance=guidance, seed=seed)
-    if lr is not None:
-        kw["lr"] = lr
-    return SearchConfig(**kw)
+    fields = {k: kw[k] for k in SEARCH_KEYS if kw.get(k) is not None}
+    return SearchConfig(nfe=nfe, **fields)
 
 
 @main.command()
@@ -178,56 +189,76 @@ def _config(nfe, preset, samples, val_samples, batch_size, epochs, lr, reference
 @_search_options
 @click.option("--eval-samples", type=click.IntRange(0), default=2048, show_default=True,
               help="held-out samples for the comparison with classic solvers (0: skip)")
+@click.option("--resume", is_flag=True, help="continue from OUT/search-nfe{N}.ckpt if it exists")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_user_errors
-def search(model_name, nfe_text, out, preset, samples, val_samples, batch_size, epochs, lr, reference, init,
-           guidance, seed, eval_samples, quiet):
+def search(model_name, nfe_text, out, eval_samples, resume, quiet, cache_dir, **kw):
     """Search a solver, then compare it with every classic solver at the same NFE.
 
     Writes OUT/solver-nfe{N}.json, OUT/solver-nfe{N}.png (matrix + grid), OUT/report.md, OUT/report.json.
+    Several NFEs (--nfe 4-10) share one set of reference trajectories. Under torchrun every process searches
+    its share of each batch and rank 0 writes the files.
 
     \b
     Example:
       solversearch search --model gmm-rf --nfe 6 --out runs/gmm-rf
       solversearch search --model gmm-vp --nfe 4-8 --preset paper --out runs/paper-vp
+      torchrun --nproc-per-node 2 -m solversearch.cli search --model gmm-rf --nfe 6 --cache runs/cache
     """
+    import time
+
     from .evaluation import harness, plots
-    from .search.search import SearchDiverged
+    from .search import distributed as dd
+    from .search.search import SearchDiverged, prepare_references
     from .search.search import search as run_search
     from .solvers import io
 
+    dd.init_from_env()
+    main_rank = dd.is_main()
+    say = click.echo if main_rank else (lambda *a, **k: None)
     entry = _model(model_name)
     nfes = parse_nfes(nfe_text)
     out = _writable_dir(out)
-    written, rows = [], []
-    ev = None
-    if eval_samples:
-        click.echo(f"evaluation set: {eval_samples} samples of {model_name} ...")
-        ev = harness.make_eval_set(entry, eval_samples, guidance=guidance)
+    written, rows, timing = [], [], {}
+    t0 = time.perf_counter()
+    refs = prepare_references(entry, _config(nfes[0], kw), cache_dir, progress=not quiet)
+    timing["reference trajectories"] = time.perf_counter() - t0
     for nfe in nfes:
-        cfg = _config(nfe, preset, samples, val_samples, batch_size, epochs, lr, reference, init, guidance, seed)
         path = out / f"solver-nfe{nfe}.json"
+        t0 = time.perf_counter()
         try:
-            result = run_search(entry, cfg, progress=not quiet, log=click.echo)
+            result = run_search(entry, _config(nfe, kw), progress=not quiet, log=say, references=refs,
+                                checkpoint_path=out / f"search-nfe{nfe}.ckpt", resume=resume)
         except SearchDiverged as e:
-            if e.best is not None:
+            if e.best is not None and main_rank:
                 io.save(e.best, path)
                 click.echo(f"best solver so far written to {path}", err=True)
             raise click.ClickException(str(e)) from None
-        io.save(result.solver, path)
-        plots.plot_solver(result.solver, out / f"solver-nfe{nfe}.png", reference=result.start)
-        written += [path, out / f"solver-nfe{nfe}.png"]
-        if ev is not None:
-            rows += harness.classic_rows(entry, ev, [nfe], progress=not quiet)
-            rows += _preset_rows(entry, ev, nfe)
-            rows.append(harness.score(result.solver, entry, ev, "searched", "searched"))
-    if ev is not None:
-        written += _write_report(out, rows, entry, ev, f"solversearch search --model {model_name} --nfe {nfe_text} "
-                                 f"--preset {preset} --seed {seed}")
-        _summary(rows, nfes)
-    click.echo("files written:")
-    for p in written:
-        click.echo(f"  {p}")
+        timing[f"search NFE {nfe}"] = time.perf_counter() - t0
+        if main_rank:
+            io.save(result.solver, path)
+            plots.plot_solver(result.solver, out / f"solver-nfe{nfe}.png", reference=result.start)
+            written += [path, out / f"solver-nfe{nfe}.png"]
+        (out / f"search-nfe{nfe}.ckpt").unlink(missing_ok=True)
+        rows.append((nfe, result.solver))
+    if eval_samples and main_rank:
+        t0 = time.perf_counter()
+        say(f"evaluating on {eval_samples} held-out samples against every classic solver ...")
+        ev = harness.make_eval_set(entry, eval_samples, guidance=kw["guidance"])
+        scored = []
+        for nfe, solver in rows:
+            scored += harness.classic_rows(entry, ev, [nfe], progress=not quiet)
+            scored += _preset_rows(entry, ev, nfe)
+            scored.append(harness.score(solver, entry, ev, "searched", "searched"))
+        timing["evaluation"] = time.perf_counter() - t0
+        written += _write_report(out, scored, entry, ev, f"solversearch search --model {model_name} --nfe "
+                                 f"{nfe_text} --preset {kw['preset']} --seed {kw['seed']}")
+        _summary(scored, nfes)
+    if main_rank:
+        say("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
+        say("files written:")
+        for p in written:
+            say(f"  {p}")
 
 
 def _preset_rows(entry, ev, nfe) -> list[dict]:
@@ -342,8 +373,8 @@ def sample(model_name, solver_spec, nfe_text, grid, n, seed, guidance, out):
               help="write an error-vs-NFE plot (PNG)")
 @click.option("--quiet", is_flag=True)
 @_user_errors
-def bench(model_name, nfe_text, solver_files, do_search, seeds, preset, samples, val_samples, batch_size,
-          epochs, lr, reference, init, guidance, seed, eval_samples, json_path, md_path, plot_path, quiet):
+def bench(model_name, nfe_text, solver_files, do_search, seeds, eval_samples, json_path, md_path, plot_path,
+          quiet, cache_dir, **kw):
     """Compare every classic solver (best grid), the paper's presets and the searched solver.
 
     RMSE/PSNR against the exact solution (exact models) or an accurate 200-step reference.
@@ -354,6 +385,7 @@ def bench(model_name, nfe_text, solver_files, do_search, seeds, preset, samples,
       solversearch bench --model gmm-vp --nfe 6 --solver runs/gmm-vp/solver-nfe6.json --no-search
     """
     from .evaluation import harness
+    from .search.search import prepare_references
     from .search.search import search as run_search
     from .solvers import io
 
@@ -363,23 +395,21 @@ def bench(model_name, nfe_text, solver_files, do_search, seeds, preset, samples,
         if p is not None:
             _writable_dir(p.parent if str(p.parent) else Path("."))
     files = [io.load(f) for f in solver_files]
-    ev = harness.make_eval_set(entry, eval_samples, guidance=guidance)
+    ev = harness.make_eval_set(entry, eval_samples, guidance=kw["guidance"])
     rows = harness.classic_rows(entry, ev, nfes, progress=not quiet)
     for nfe in nfes:
         rows += _preset_rows(entry, ev, nfe)
     for s in files:
         rows.append(harness.score(s, entry, ev, "searched", "searched"))
     if do_search and not files:
-        seed_list = [int(s) for s in seeds.split(",")]
-        for nfe in nfes:
-            if nfe < 2:
-                continue
-            for sd in seed_list:
-                cfg = _config(nfe, preset, samples, val_samples, batch_size, epochs, lr, reference, init,
-                              guidance, sd)
-                result = run_search(entry, cfg, progress=not quiet, log=(lambda m: None) if quiet else click.echo)
+        for sd in (int(s) for s in seeds.split(",")):
+            kw_seed = dict(kw, seed=sd)
+            refs = prepare_references(entry, _config(max(nfes[0], 2), kw_seed), cache_dir)
+            for nfe in (n for n in nfes if n >= 2):
+                result = run_search(entry, _config(nfe, kw_seed), progress=not quiet, references=refs,
+                                    log=(lambda m: None) if quiet else click.echo)
                 row = harness.score(result.solver, entry, ev, "searched", "searched")
-                row.update(seed=sd, preset=preset, search_seconds=round(sum(result.seconds.values()), 2),
+                row.update(seed=sd, preset=kw["preset"], search_seconds=round(sum(result.seconds.values()), 2),
                            start=f"{result.start.name}:{result.start.meta.get('grid')}")
                 rows.append(row)
     click.echo(harness.table(rows))

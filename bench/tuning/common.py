@@ -1,6 +1,7 @@
 """Shared helpers for the tuning experiments: cached eval sets (exact dopri5 targets) and classic tables."""
 import json, os, sys, time
 import torch
+import fastgmm  # noqa: F401  (exact-math speed patch of the GMM model, see fastgmm.py)
 from solversearch.models import get_model
 from solversearch.evaluation.harness import make_eval_set, EvalSet, classic_rows, best_classic, score
 

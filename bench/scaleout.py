@@ -1,0 +1,172 @@
+"""Scale-out figures of the search (issue: multi-process search, cache, resume, flat memory).
+
+    .venv/bin/python bench/scaleout.py            # prints a markdown table per figure
+
+Models: ``gmm-rf`` (bundled, exact, cheap per call) and ``convnet`` -- a random-weight 28x28 conv network of
+about the bundled image models' size (0.3 M parameters, velocity prediction), standing in for a real image model
+so that the model calls cost what they cost in practice.  Ratios are measured within one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from solversearch.conventions import RectifiedFlow
+from solversearch.models import ModelEntry, get_model
+from solversearch.search.search import SearchConfig, prepare_references, search
+from solversearch.solvers import classic
+from solversearch.solvers.solver import run_linear
+
+
+class ConvNet(torch.nn.Module):
+    def __init__(self, ch=48):
+        super().__init__()
+        self.inp = torch.nn.Conv2d(1, ch, 3, padding=1)
+        self.emb = torch.nn.Linear(1, ch)
+        self.body = torch.nn.Sequential(*[m for _ in range(4) for m in (
+            torch.nn.GroupNorm(8, ch), torch.nn.SiLU(), torch.nn.Conv2d(ch, ch, 3, padding=1))])
+        self.out = torch.nn.Conv2d(ch, 1, 3, padding=1)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x, t, class_labels=None):
+        h = self.inp(x) + self.emb(t.reshape(-1, 1).to(x.dtype))[:, :, None, None]
+        return 0.1 * self.out(self.body(h))
+
+
+def convnet_entry() -> ModelEntry:
+    torch.manual_seed(0)
+    return ModelEntry("convnet", ConvNet(), RectifiedFlow(), "velocity", (1, 28, 28),
+                      extra={"fingerprint": "convnet-seed0"})
+
+
+def entry_by_name(name):
+    return convnet_entry() if name == "convnet" else get_model(name)
+
+
+def small_cfg(nfe, **kw):
+    base = dict(nfe=nfe, samples=128, val_samples=64, batch_size=32, epochs=2, init="zero",
+                reference="euler:25")
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def overhead(name: str) -> dict:
+    """Search wall time vs the same forward+backward model calls timed alone."""
+    entry = entry_by_name(name)
+    cfg = small_cfg(6)
+    refs = prepare_references(entry, cfg)
+    t0 = time.perf_counter()
+    res = search(entry, cfg, references=refs, progress=False, log=lambda m: None)
+    t_search = res.seconds["search"]
+    # the same calls alone: per optimizer step one forward+backward through nfe model calls, per epoch one
+    # validation pass of nfe forwards, plus one validation pass of the start solver
+    steps = cfg.epochs * (cfg.samples // cfg.batch_size)
+    x = torch.randn(cfg.batch_size, *entry.shape, requires_grad=True)
+    t = torch.full((cfg.batch_size,), 0.5)
+    net = entry.net
+    t0 = time.perf_counter()
+    for _ in range(steps * cfg.nfe):
+        net(x, t).sum().backward()
+    xv = torch.randn(cfg.batch_size, *entry.shape)
+    with torch.no_grad():
+        for _ in range((cfg.epochs + 1) * cfg.nfe * (cfg.val_samples // cfg.batch_size)):
+            net(xv, t)
+    t_calls = time.perf_counter() - t0
+    return {"model": name, "search_s": round(t_search, 2), "calls_alone_s": round(t_calls, 2),
+            "ratio": round(t_search / t_calls, 3)}
+
+
+def multi_nfe(name: str) -> dict:
+    """NFE 4-10 in one run (shared references) vs NFE 6 alone, both including reference generation."""
+    entry = entry_by_name(name)
+    t0 = time.perf_counter()
+    refs = prepare_references(entry, small_cfg(6))
+    t_ref = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    search(entry, small_cfg(6), references=refs, progress=False, log=lambda m: None)
+    t_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for nfe in range(4, 11):
+        search(entry, small_cfg(nfe), references=refs, progress=False, log=lambda m: None)
+    t_all = time.perf_counter() - t0
+    return {"model": name, "references_s": round(t_ref, 2), "nfe6_alone_s": round(t_ref + t_one, 2),
+            "nfe4to10_s": round(t_ref + t_all, 2), "ratio": round((t_ref + t_all) / (t_ref + t_one), 2)}
+
+
+def memory_child(name: str, nfe: int, ckpt: bool) -> None:
+    """One loss.backward through nfe calls; prints the peak RSS growth (MiB) over the state before it."""
+    entry = entry_by_name(name)
+    torch.set_num_threads(1)
+    solver = classic.build("ab2", nfe, entry.schedule, "uniform-t")
+    times = solver.time_tensor().requires_grad_(True)
+    M = solver.matrix().requires_grad_(True)
+    x = torch.randn(64, *entry.shape)
+    model = entry.wrap(None)
+    run_linear(model, x[:2], times, M, solver.form, entry.schedule)  # warm up allocator paths
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = run_linear(model, x, times, M, solver.form, entry.schedule, grad_checkpoint=ckpt)
+    (out**2).mean().backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_growth_mib": round((peak - before) / 1024, 1)}))
+
+
+def memory(name: str) -> list[dict]:
+    rows = []
+    for nfe in (2, 4, 6, 8, 10, 16):
+        row = {"model": name, "nfe": nfe}
+        for ckpt in (False, True):
+            out = subprocess.run([sys.executable, __file__, "--memory-child", name, str(nfe), str(int(ckpt))],
+                                 capture_output=True, text=True, check=True).stdout
+            row["checkpointing" if ckpt else "plain"] = json.loads(out.strip().splitlines()[-1])["peak_growth_mib"]
+        rows.append(row)
+    return rows
+
+
+def throughput() -> list[dict]:
+    """Training samples per second: 1 process x 2 threads vs 2 gloo processes x 1 thread (torchrun)."""
+    rows = []
+    script = os.path.join(os.path.dirname(__file__), "_throughput_run.py")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    for procs in (1, 2):
+        env = dict(os.environ, OMP_NUM_THREADS=str(2 // procs))
+        cmd = [torchrun, "--nproc-per-node", str(procs), "--master-port", "29541", script]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+        rows.append(dict(json.loads(out.strip().splitlines()[-1]), processes=procs, threads=2 // procs))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    return "\n".join(["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] +
+                     ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--memory-child", nargs=3)
+    args = ap.parse_args()
+    if args.memory_child:
+        name, nfe, ck = args.memory_child
+        return memory_child(name, int(nfe), bool(int(ck)))
+    torch.set_num_threads(2)
+    print("## Search overhead (search wall time / the same model calls alone)\n")
+    print(table([overhead("gmm-rf"), overhead("convnet")]))
+    print("\n## Several NFEs in one run (shared references) vs one NFE\n")
+    print(table([multi_nfe("gmm-rf"), multi_nfe("convnet")]))
+    print("\n## Peak memory growth of one backward pass (MiB), batch 64, convnet\n")
+    print(table(memory("convnet")))
+    print("\n## Throughput, convnet, NFE 6 (training samples per second)\n")
+    print(table(throughput()))
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -102,8 +101,19 @@ def multi_nfe(name: str) -> dict:
             "nfe4to10_s": round(t_ref + t_all, 2), "ratio": round((t_ref + t_all) / (t_ref + t_one), 2)}
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def memory_child(name: str, nfe: int, ckpt: bool) -> None:
-    """One loss.backward through nfe calls; prints the peak RSS growth (MiB) over the state before it."""
+    """One loss.backward through nfe calls; prints the peak RSS growth (MiB) over the RSS just before it.
+
+    Linux: writing 5 to /proc/self/clear_refs resets the peak (VmHWM), so the peak is that of this step alone.
+    """
     entry = entry_by_name(name)
     torch.set_num_threads(1)
     solver = classic.build("ab2", nfe, entry.schedule, "uniform-t")
@@ -112,10 +122,12 @@ def memory_child(name: str, nfe: int, ckpt: bool) -> None:
     x = torch.randn(64, *entry.shape)
     model = entry.wrap(None)
     run_linear(model, x[:2], times, M, solver.form, entry.schedule)  # warm up allocator paths
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
     out = run_linear(model, x, times, M, solver.form, entry.schedule, grad_checkpoint=ckpt)
     (out**2).mean().backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib("VmHWM")
     print(json.dumps({"peak_growth_mib": round((peak - before) / 1024, 1)}))
 
 

@@ -123,10 +123,6 @@ def test_ddpm_t_of_lam_inverts_lam_on_the_table():
     assert torch.allclose(back, sched.t_table, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG DDPMDiscrete.t_of_lam interpolates t linearly in lambda between table entries, but lambda is not "
-    "linear in t there (log alpha is), so t_of_lam(lam(t)) != t between entries: max error ~1e-4 at "
-    "t~1.44e-3 (7% relative). Inverting through log alpha (as dpm-solver's inverse_lambda does) is exact."))
 def test_ddpm_t_of_lam_inverts_lam_between_table_entries():
     sched = DDPMDiscrete()
     t = interior(sched, 20001, margin=0.0)

@@ -371,10 +371,11 @@ def sample(model_name, solver_spec, nfe_text, grid, n, seed, guidance, out):
               help="write a markdown table")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write an error-vs-NFE plot (PNG)")
+@click.option("--peers", is_flag=True, help="also score diffusers' own schedulers (rows 'diffusers:...')")
 @click.option("--quiet", is_flag=True)
 @_user_errors
 def bench(model_name, nfe_text, solver_files, do_search, seeds, eval_samples, json_path, md_path, plot_path,
-          quiet, cache_dir, **kw):
+          peers, quiet, cache_dir, **kw):
     """Compare every classic solver (best grid), the paper's presets and the searched solver.
 
     RMSE/PSNR against the exact solution (exact models) or an accurate 200-step reference.
@@ -401,6 +402,10 @@ def bench(model_name, nfe_text, solver_files, do_search, seeds, eval_samples, js
         rows += _preset_rows(entry, ev, nfe)
     for s in files:
         rows.append(harness.score(s, entry, ev, "searched", "searched"))
+    if peers:
+        from .evaluation.peers import peer_rows
+
+        rows += peer_rows(entry, ev, nfes, progress=not quiet)
     if do_search and not files:
         for sd in (int(s) for s in seeds.split(",")):
             kw_seed = dict(kw, seed=sd)

@@ -201,9 +201,10 @@ class DDPMDiscrete(Schedule):
         return la - 0.5 * torch.log(-torch.expm1(2.0 * la))
 
     def t_of_lam(self, lam):
-        lam_table = self.log_alpha_table - 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha_table))
-        # lambda decreases with t: flip both to interpolate on an increasing abscissa
-        return interp(_as_t(lam), lam_table.flip(0), self.t_table.flip(0))
+        # through log alpha, which is linear in t between entries (lambda is not): exact inverse of lam()
+        log_alpha = -0.5 * torch.logaddexp(torch.zeros_like(_as_t(lam)), -2.0 * _as_t(lam))
+        # log alpha decreases with t: flip both to interpolate on an increasing abscissa
+        return interp(log_alpha, self.log_alpha_table.flip(0), self.t_table.flip(0))
 
     def model_time(self, t):
         return _as_t(t) * self.N - 1.0

@@ -5,11 +5,14 @@
 * ``karras``: EDM's rho = 7 spacing in ``sigma/alpha`` between the schedule's (clipped) ends.
 * ``quadratic``: dpm-solver's ``time_quadratic`` -- equal steps in sqrt(distance to the data end).
 
-Rectified flow has infinite log-SNR at both ends, so the log-SNR based grids place their interior points between
-sigma/alpha = 80 and 0.002 (EDM's range) and keep the exact ends t = 0 and t = 1.
+The log-SNR based grids span the schedule's own sigma/alpha range. Rectified flow's is infinite at both ends, so
+there they place their interior points between sigma/alpha = 80 and 0.002 (EDM's range) and keep the exact ends
+t = 0 and t = 1.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,9 +23,14 @@ SIGMA_RATIO_RANGE = (0.002, 80.0)  # EDM's (sigma_min, sigma_max), used where th
 
 
 def _ratio_range(schedule: Schedule) -> tuple[float, float]:
+    """The schedule's own sigma/alpha range; EDM's range only replaces an end that is infinite or zero."""
     hi = float(schedule.sigma(schedule.t_noise) / schedule.alpha(schedule.t_noise))
     lo = float(schedule.sigma(schedule.t_data) / schedule.alpha(schedule.t_data))
-    return max(lo, SIGMA_RATIO_RANGE[0]), min(hi, SIGMA_RATIO_RANGE[1])
+    if not 0.0 < lo < float("inf"):
+        lo = SIGMA_RATIO_RANGE[0]
+    if not 0.0 < hi < float("inf"):
+        hi = SIGMA_RATIO_RANGE[1]
+    return lo, hi
 
 
 def make_grid(name: str, steps: int, schedule: Schedule, rho: float = 7.0) -> torch.Tensor:
@@ -38,10 +46,10 @@ def make_grid(name: str, steps: int, schedule: Schedule, rho: float = 7.0) -> to
     elif name in ("uniform-lambda", "karras"):
         lo, hi = _ratio_range(schedule)
         if name == "uniform-lambda":
-            ratio = torch.exp(torch.log(torch.tensor(hi)) + u * (torch.log(torch.tensor(lo / hi))))
+            log_ratio = math.log(hi) + u * math.log(lo / hi)
         else:
-            ratio = (hi ** (1 / rho) + u * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-        grid = schedule.t_of_lam(-torch.log(ratio.to(torch.float64)))
+            log_ratio = rho * torch.log(hi ** (1 / rho) + u * (lo ** (1 / rho) - hi ** (1 / rho)))
+        grid = schedule.t_of_lam(-log_ratio)
     else:
         raise ValueError(f"unknown time grid {name!r}; known: {', '.join(GRIDS)}")
     grid = grid.clone()

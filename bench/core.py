@@ -118,7 +118,7 @@ def main():
     presets = args.presets.split(",")
     cache, out = Path(args.cache), Path(args.out)
     cache.mkdir(parents=True, exist_ok=True)
-    search_kw = dict(samples=2048, val_samples=1024, batch_size=256, epochs=15)
+    search_kw = dict(samples=2048, val_samples=4096, batch_size=256, epochs=40)
     all_rows, sections = [], []
     for name in args.models.split(","):
         rows = run_model(name, nfes, seeds, presets, args.eval_samples, cache, search_kw)

@@ -82,8 +82,10 @@ def test_ours_beats_euler_or_ddim_and_ab2_on_their_best_grid(ours, exact_eval, n
 @pytest.mark.parametrize("name", ["gmm-rf", "gmm-vp"])
 def test_search_result_is_a_valid_solver_file(ours, tmp_path, name):
     entry = get_model(name)
-    s = ours(name).solver
-    assert s.kind == "linear" and s.form == classic.default_form(entry.schedule) and s.nfe == NFE
+    result = ours(name)
+    s = result.solver
+    # 'ours' searches in the form of its warm start, whichever classic solver won on validation
+    assert s.kind == "linear" and s.form == result.start.form and s.nfe == NFE
     t = s.time_tensor()
     assert float(t[0]) == pytest.approx(entry.schedule.t_noise, abs=1e-12)
     assert float(t[-1]) == pytest.approx(entry.schedule.t_data, abs=1e-12)
@@ -109,6 +111,7 @@ def test_paper_preset_starts_from_euler_or_ddim_and_improves_on_it(paper, exact_
     result = paper(name)
     base = classic.build(BASELINE[name], NFE, entry.schedule, "uniform-t")
     assert result.start.name == BASELINE[name] and result.start == base
+    assert result.solver.form == classic.default_form(entry.schedule)  # the paper's form: velocity / data
     assert result.solver.meta["search"]["keep_start"] is False  # the paper recipe picks the best epoch only
     vals = [h["val_rmse"] for h in result.history]
     assert min(vals[1:]) < vals[0], vals

@@ -138,7 +138,7 @@ def solvers():
     click.echo("models (--model): " + ", ".join(MODELS))
 
 
-SEARCH_KEYS = ("preset", "samples", "val_samples", "batch_size", "epochs", "lr", "reference", "init", "guidance",
+SEARCH_KEYS = ("preset", "samples", "val_samples", "batch_size", "epochs", "lr", "reference", "init", "form", "guidance",
                "seed", "grad_checkpoint", "amp", "ref_stride", "device", "checkpoint_every")
 
 
@@ -156,6 +156,8 @@ def _search_options(fn):
                      help="learning rate (default 0.01)"),
         click.option("--reference", default=None, help="NAME:STEPS[:GRID] or dopri5 (default by preset)"),
         click.option("--init", default=None, help="zero | auto | NAME[:GRID] (default by preset)"),
+        click.option("--form", type=click.Choice(["auto", "velocity", "data", "noise"]), default=None,
+                     help="searched form (default: paper velocity/data; ours auto = the start's form)"),
         click.option("--guidance", type=float, default=1.0, show_default=True,
                      help="classifier-free guidance scale to search at"),
         click.option("--seed", type=int, default=0, show_default=True),

@@ -29,8 +29,8 @@ from ..evaluation.harness import rmse, run_solver
 from ..models import ModelEntry
 from ..models.wrapper import ModelError
 from ..solvers import classic
-from ..solvers.grids import GRIDS
-from ..solvers.solver import Solver, make_solver, run_linear
+from ..solvers.grids import GRIDS, make_grid
+from ..solvers.solver import FORMS, Solver, make_solver, run_linear
 from .parameterization import (coeffs_from_matrix, logits_from_times, matrix_from_coeffs, order_limit_mask,
                                times_from_logits)
 from . import checkpoint as ckpt
@@ -66,6 +66,7 @@ class SearchConfig:
     huber_delta: float = 1e-3
     align: str | None = None  # nearest (paper) | interp
     init: str | None = None  # zero | auto | NAME[:GRID]
+    form: str | None = None  # searched form: auto (the start's) | velocity | data | noise; paper: velocity / data
     order_limit: bool | None = None  # default: True when nfe <= 6
     keep_start: bool | None = None  # the starting solver competes in validation selection
     guidance: float = 1.0
@@ -91,6 +92,9 @@ class SearchConfig:
                 "ab4:100" if flow else "dpm++3m:100:uniform-lambda")
         c.align = c.align or ("nearest" if paper else "interp")
         c.init = c.init or ("zero" if paper else "auto")
+        c.form = c.form or (classic.default_form(schedule) if paper else "auto")
+        if c.form not in ("auto", *FORMS):
+            raise ValueError(f"unknown form {c.form!r}; known: auto, {', '.join(FORMS)}")
         c.lr_schedule = c.lr_schedule or ("constant" if paper else "cosine")
         if c.order_limit is None:
             c.order_limit = c.nfe <= 6
@@ -169,28 +173,37 @@ def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, pro
     return References(*out, seconds=time.perf_counter() - t0)
 
 
-def start_candidates(schedule: Schedule, nfe: int, form: str) -> list[tuple[str, str]]:
-    """Classic solvers that are exactly representable in the searched form, with every grid."""
-    names = ["euler", "ab2", "ab3", "ab4", "ipndm"] if form == "velocity" else [
-        "ddim", "ab2", "ab3", "ab4", "dpm++2m", "dpm++3m"]
+def start_candidates(schedule: Schedule, nfe: int, form: str = "auto") -> list[tuple[str, str]]:
+    """Classic solvers that are exactly representable as a searched solver (one call a step, a coefficient
+    matrix) in ``form`` (``auto``: any form), with every grid."""
     out = []
-    for name in names:
+    for name in classic.SOLVERS:
         for grid in GRIDS:
             s = classic.build(name, nfe, schedule, grid)
-            if s.kind == "linear" and s.form == form:
+            if s.kind == "linear" and s.nfe == nfe and form in ("auto", s.form):
                 out.append((name, grid))
     return out
 
 
 def choose_start(schedule: Schedule, cfg: SearchConfig, val_rmse, log) -> Solver:
-    """The solver the search starts from: zero init, a named classic solver, or the best one on validation."""
-    form = classic.default_form(schedule)
+    """The solver the search starts from: zero init, a named classic solver, or the best one on validation.
+
+    The searched form is the start's: with ``form="auto"`` every classic linear solver competes (e.g. iPNDM in
+    EDM's noise form can beat every data-form solver on a VP model, and a search that may only start from
+    data-form solvers could then never reach it).
+    """
+    form = cfg.form
     if cfg.init == "zero":
-        return classic.build("euler" if form == "velocity" else "ddim", cfg.nfe, schedule, "uniform-t")
+        form = classic.default_form(schedule) if form == "auto" else form
+        # c = 0, uniform steps: Euler (velocity form), DDIM (data form), or EDM's Euler (noise form)
+        return make_solver("linear", form, make_grid("uniform-t", cfg.nfe, schedule), schedule,
+                           coeffs=torch.eye(cfg.nfe, dtype=torch.float64),
+                           name={"velocity": "euler", "data": "ddim"}.get(form, "euler-noise"),
+                           meta={"grid": "uniform-t"})
     if cfg.init != "auto":
         name, _, grid = cfg.init.partition(":")
         s = classic.build(name, cfg.nfe, schedule, grid or "uniform-t")
-        if s.kind != "linear" or s.form != form:
+        if s.kind != "linear" or form not in ("auto", s.form):
             raise ValueError(f"init {cfg.init!r}: {name} is not expressible in the searched ({form}) form; "
                              f"candidates: {', '.join(sorted({n for n, _ in start_candidates(schedule, cfg.nfe, form)}))}")
         return s
@@ -246,7 +259,6 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
     """
     schedule = entry.schedule
     cfg = config.resolved(schedule)
-    form = classic.default_form(schedule)
     clock = {}
     refs = references or prepare_references(entry, cfg, cache_dir, progress)
     clock["reference"] = 0.0 if references is not None else refs.seconds
@@ -267,6 +279,7 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
     t0 = time.perf_counter()
     start = choose_start(schedule, cfg, val_rmse, log if dd.is_main() else (lambda m: None))
     clock["warm_start"] = time.perf_counter() - t0
+    form = start.form
 
     start_M = start.matrix()
     mask = order_limit_mask(cfg.nfe, cfg.order_limit)

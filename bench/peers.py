@@ -27,7 +27,6 @@ import torch
 
 from solversearch import atomic
 from solversearch.cli import parse_nfes
-from solversearch.conventions import get_schedule
 from solversearch.evaluation import harness, peers
 from solversearch.models import get_model
 from solversearch.search.search import SearchConfig, prepare_references, search
@@ -44,47 +43,20 @@ def log(msg: str) -> None:
 
 # --- (a) overhead -----------------------------------------------------------------------------------------------
 
-def precomputed_step_us(solver, shape, reps: int) -> float:
-    """A floor, not shipped: the same linear step with every scalar precomputed as Python floats (eps model output,
-    data form), i.e. what ``SolverScheduler.step`` costs without per-step float64 schedule arithmetic."""
-
-    sch = get_schedule(**solver.schedule)
-    T = solver.time_tensor()
-    A, S, M = sch.alpha(T).tolist(), sch.sigma(T).tolist(), solver.matrix().tolist()
-    n = solver.steps
-    g = torch.Generator().manual_seed(0)
-    x_init, out = torch.randn(shape, generator=g), torch.randn(shape, generator=g) * 0.1
-
-    def run():
-        x, preds = x_init, []
-        for i in range(n):
-            preds.append((x - S[i] * out) * (1.0 / A[i]))
-            mix = preds[i] * M[i][i]
-            for j in range(i):
-                if M[i][j] != 0.0:
-                    mix = mix.add(preds[j], alpha=M[i][j])
-            x = x.mul(S[i + 1] / S[i]).add_(mix, alpha=A[i + 1] - S[i + 1] * A[i] / S[i])
-        return x
-
-    return peers._median_us(run, n, reps)
-
-
 def overhead(solvers: dict, nfe: int, reps: int) -> tuple[str, list[dict]]:
     shapes = [(4, 4, 32, 32), (512, 64)]
     rows = []
     for label, solver in solvers.items():
         for r in peers.step_overhead_us(solver, nfe, shapes, reps):
             r["solver"] = label
-            r["precomputed floor"] = precomputed_step_us(solver, r["shape"], reps)
             rows.append(r)
     cols = ["ours native", "ours SolverScheduler", "diffusers DPM-Solver++ 2M", "diffusers UniPC"]
-    lines = ["| our solver | batch | " + " | ".join(cols) + " | native / DPM++ | SolverScheduler / DPM++ | "
-             "floor (precomputed step) |", "|---|---|" + "---|" * (len(cols) + 3)]
+    lines = ["| our solver | batch | " + " | ".join(cols) + " | native / DPM++ | SolverScheduler / DPM++ |",
+             "|---|---|" + "---|" * (len(cols) + 2)]
     for r in rows:
         dpm = r["diffusers DPM-Solver++ 2M"]
         lines.append(f"| {r['solver']} | {tuple(r['shape'])} | " + " | ".join(f"{r[c]:.0f}" for c in cols)
-                     + f" | {r['ours native'] / dpm:.2f} | {r['ours SolverScheduler'] / dpm:.2f} | "
-                     f"{r['precomputed floor']:.0f} ({r['precomputed floor'] / dpm:.2f}) |")
+                     + f" | {r['ours native'] / dpm:.2f} | {r['ours SolverScheduler'] / dpm:.2f} |")
     return "\n".join(lines), rows
 
 
@@ -208,9 +180,9 @@ def main():
           "`solver.sample` with a model that returns cached tensors (whole call / steps). SolverScheduler, "
           "DPM-Solver++ 2M (`DPMSolverMultistepScheduler`, defaults + `final_sigmas_type='sigma_min'`) and UniPC "
           "(`UniPCMultistepScheduler`, bh2): `scheduler.step` alone with a cached model output (`set_timesteps` "
-          "excluded). Target: ours / DPM-Solver++ <= 0.5. The floor column is not shipped code: the same linear "
-          "step with all scalars precomputed as Python floats, i.e. what SolverScheduler.step costs without its "
-          "per-step float64 schedule arithmetic (ratio to DPM-Solver++ in brackets).", "", over_table, "",
+          "excluded; SolverScheduler computes its per-step scalars there, once per run). Target: SolverScheduler / "
+          "DPM-Solver++ <= 0.5. Ours native is the differentiable runner the search also uses (float64 schedule "
+          "arithmetic every step).", "", over_table, "",
           "## Quality: RMSE against the exact solution", "",
           "Same noises, labels (guidance 1) and exact target for every row. diffusers peers run through real "
           "diffusers stepping (`set_timesteps`, then `scheduler.step(model_output, t, x).prev_sample`), fed the "

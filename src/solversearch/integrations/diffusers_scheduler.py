@@ -327,6 +327,31 @@ class SolverScheduler(SchedulerMixin, ConfigMixin):
             # the last step whose row uses prediction j; after it the prediction is dropped (memory)
             nz = self._M != 0
             self._last_use = [max([j] + [k for k in range(j, n) if bool(nz[k, j])]) for j in range(n)]
+            self._plan = self._step_plan(solver, schedule)
+
+    def _step_plan(self, solver: Solver, schedule) -> list[tuple]:
+        """Every per-step scalar as a Python float, computed once per run (float64 schedule arithmetic here, not in
+        ``step``, keeps the per-step cost to a few tensor ops -- below diffusers' own multistep schedulers).
+
+        Step i is ``P_i = cx x_i + co out_i`` (the form's prediction is linear in the sample and the model output)
+        and ``x_{i+1} = a x_i + b sum_j M_ij P_j``.
+        """
+        one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        sign = -1.0 if self._flow else 1.0  # flow pipelines: output = noise - data = -dx/dt in solver time
+        plan = []
+        M = self._M.tolist()
+        for i in range(solver.steps):
+            t_i, t_n = self._times[i], self._times[i + 1]
+
+            def prediction(x, out, t_i=t_i):
+                x0, eps = to_x0_eps(out, x, t_i, schedule, self._prediction)
+                return float(form_prediction(schedule, solver.form, t_i, x0, eps))
+
+            cx, co = prediction(one, zero), sign * prediction(zero, one)
+            a, b = (float(v) for v in step_factors(schedule, solver.form, t_i, t_n))
+            row = [(j, M[i][j]) for j in range(i) if M[i][j] != 0.0]
+            plan.append((cx, co, a, b, M[i][i], row))
+        return plan
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         return sample
@@ -368,18 +393,13 @@ class SolverScheduler(SchedulerMixin, ConfigMixin):
         wdtype = sample.dtype if sample.dtype in (torch.float32, torch.float64) else torch.float32
         x = sample.to(wdtype)
         out = model_output.to(wdtype)
-        pred = -out if self._flow else out  # flow pipelines: output = noise - data = -dx/dt in solver time
-        sched, form = self._schedule, self._solver.form
-        t_i, t_n = self._times[i], self._times[i + 1]
-        x0, eps = to_x0_eps(pred, x, t_i, sched, self._prediction)
-        self._preds[i] = form_prediction(sched, form, t_i, x0, eps)
-        a, b = step_factors(sched, form, t_i, t_n)
-        row = self._M[i, : i + 1].to(wdtype)
-        mix = self._preds[i] * row[i]  # same order of operations as solversearch's run_linear
-        for j in range(i):
-            if self._last_use[j] >= i and float(row[j]) != 0.0:
-                mix = mix + self._preds[j] * row[j]
-        x_next = a.to(wdtype) * x + b.to(wdtype) * mix
+        cx, co, a, b, m_ii, row = self._plan[i]
+        pred = out * co if cx == 0.0 else torch.add(out * co, x, alpha=cx)
+        self._preds[i] = pred
+        mix = pred * m_ii  # same order of operations as solversearch's run_linear
+        for j, m_ij in row:
+            mix.add_(self._preds[j], alpha=m_ij)
+        x_next = torch.add(x * a, mix, alpha=b)
         for j in range(i + 1):
             if self._last_use[j] <= i:
                 self._preds[j] = None

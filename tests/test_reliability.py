@@ -20,7 +20,7 @@ from solversearch.search.search import SearchConfig, SearchDiverged, search
 from solversearch.solvers import classic, io, presets
 from solversearch.solvers.solver import sample
 
-N_FUZZ = 1500  # per property test; the two together try 3000 generated bad inputs
+N_FUZZ = 1500  # per file/dict property test (3000 generated bad inputs), plus 500 bad scheduler configs
 
 
 def _valid() -> dict:
@@ -111,6 +111,20 @@ def test_every_malformed_file_is_rejected_with_the_validation_error(tmp_path_fac
     with pytest.raises(io.SolverFileError) as info:
         io.load(path)
     assert str(path) in str(info.value)
+
+
+@settings(max_examples=N_FUZZ // 3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(malformed(), st.integers(0, 2))
+def test_every_malformed_scheduler_config_is_rejected_with_the_validation_error(d, pos):
+    """A diffusers scheduler config carries solver dicts: a bad one (among good ones) is named by its index."""
+    pytest.importorskip("diffusers")
+    from solversearch.integrations.diffusers_scheduler import SolverScheduler
+
+    good = [io.to_dict(presets.load_preset("sit-xl-2-256", n)) for n in (5, 7)]
+    solvers = good[:pos] + [d] + good[pos:]
+    with pytest.raises(io.SolverFileError) as info:
+        SolverScheduler.from_config({"solvers": solvers})
+    assert f"config solvers[{pos}]: field '" in str(info.value)
 
 
 def test_a_valid_file_still_loads_after_fuzzing_setup(tmp_path):

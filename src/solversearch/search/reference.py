@@ -50,7 +50,7 @@ class Reference:
         if not increasing:
             lo, hi = len(ts) - 1 - lo, len(ts) - 1 - hi
         if mode == "nearest":
-            return self.states[hi] if float(w) >= 0.5 else self.states[lo]
+            return self.states[hi] if float(w.detach()) >= 0.5 else self.states[lo]
         if mode != "interp":
             raise ValueError(f"unknown alignment {mode!r}; known: interp, nearest")
         w = w.to(self.states.dtype)

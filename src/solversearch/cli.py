@@ -246,16 +246,21 @@ def search(model_name, nfe_text, out, eval_samples, resume, quiet, cache_dir, **
     if eval_samples and main_rank:
         t0 = time.perf_counter()
         say(f"evaluating on {eval_samples} held-out samples against every classic solver ...")
-        ev = harness.make_eval_set(entry, eval_samples, guidance=kw["guidance"])
+        ev = harness.make_eval_set(entry, eval_samples, guidance=kw["guidance"], progress=not quiet)
+        metric = "fd" if "fd" in ev.metrics else "rmse"
         scored = []
         for nfe, solver in rows:
             scored += harness.classic_rows(entry, ev, [nfe], progress=not quiet)
             scored += _preset_rows(entry, ev, nfe)
             scored.append(harness.score(solver, entry, ev, "searched", "searched"))
+        if len(nfes) == 1:
+            scored += _curve_rows(entry, ev, scored, nfes[0], metric, progress=not quiet)
         timing["evaluation"] = time.perf_counter() - t0
         written += _write_report(out, scored, entry, ev, f"solversearch search --model {model_name} --nfe "
-                                 f"{nfe_text} --preset {kw['preset']} --seed {kw['seed']}")
-        _summary(scored, nfes)
+                                 f"{nfe_text} --preset {kw['preset']} --seed {kw['seed']}", metric)
+        if len(entry.shape) == 3:  # images: one row of samples per solver
+            written.append(_sample_grid(out / "samples.png", entry, rows, scored, kw["guidance"], metric))
+        _summary(scored, nfes, metric)
     if main_rank:
         say("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
         say("files written:")
@@ -282,34 +287,90 @@ def _preset_rows(entry, ev, nfe) -> list[dict]:
     return rows
 
 
-def _write_report(out: Path, rows, entry, ev, command: str) -> list[Path]:
+METRIC_TEXT = {"rmse": "RMSE of the final samples against the {target} solution",
+               "fd": "FD: Fréchet distance of the classifier features of the samples to the test set's "
+                     "(solversearch.evaluation.fd, like FID; biased upward at small sample counts, so compare "
+                     "rows, not with other papers)"}
+
+
+def _write_report(out: Path, rows, entry, ev, command: str, metric: str = "rmse") -> list[Path]:
     from .evaluation import harness, plots
 
     md = [f"# {entry.name}: searched solver vs classic solvers", "",
-          f"RMSE of the final samples against the {ev.target_kind} solution, {ev.n} held-out samples, "
-          f"guidance {ev.guidance}. Each classic solver on its best time grid. Bold: the searched solver beats "
-          f"every other solver at that NFE.", "", harness.table(rows), "", f"Command: `{command}`", ""]
+          f"{ev.n} held-out samples (same noises and labels for every solver), guidance {ev.guidance}. Each "
+          f"solver on its best time grid. Bold: the searched solver beats every classic solver at that NFE.", ""]
+    for m in ([metric, "rmse"] if metric != "rmse" else ["rmse"]):
+        md += [f"## {m.upper()}", "", METRIC_TEXT[m].format(target=ev.target_kind) + ".", "",
+               harness.table(rows, m), ""]
+    md += [f"Command: `{command}`", ""]
     atomic.write_text(out / "report.md", "\n".join(md))
     atomic.write_text(out / "report.json", json.dumps(rows, indent=1) + "\n")
     paths = [out / "report.md", out / "report.json"]
     if len({r["nfe"] for r in rows}) > 1:
-        plots.plot_error_vs_nfe(rows, out / "error_vs_nfe.png", title=f"{entry.name}: RMSE vs NFE")
+        plots.plot_error_vs_nfe(rows, out / "error_vs_nfe.png", metric,
+                                title=f"{entry.name}: {metric.upper()} vs NFE (each solver on its best grid)")
         paths.append(out / "error_vs_nfe.png")
     return paths
 
 
-def _summary(rows, nfes) -> None:
+def _curve_rows(entry, ev, rows, nfe: int, metric: str, top: int = 3, progress: bool = False) -> list[dict]:
+    """The ``top`` best classic solvers at ``nfe`` (each on its best grid there), scored at NFE 3..max(10, 2 nfe):
+    what a classic solver needs to match the searched one."""
+    from tqdm.auto import tqdm
+
+    from .evaluation import harness
+    from .solvers import classic
+
+    best = [r for r in harness.best_rows(rows, metric) if r["nfe"] == nfe and r["solver"] in classic.SOLVERS]
+    jobs = [(r["solver"], r["grid"], n) for r in best[:top] for n in range(3, max(10, 2 * nfe) + 1) if n != nfe]
+    out = []
+    for name, grid, n in tqdm(jobs, desc="classic solvers at other NFEs", disable=not progress, leave=False):
+        solver = classic.build(name, n, entry.schedule, grid)
+        if solver.nfe == n:
+            out.append(harness.score(solver, entry, ev, name, grid))
+    return out
+
+
+def _sample_grid(path: Path, entry, searched, rows, guidance: float, metric: str) -> Path:
+    """One row of images per solver, same noises and labels: searched, then each classic solver on its best grid."""
+    import torch
+
+    from .evaluation import harness, plots
+    from .solvers import classic
+
+    k = entry.num_classes or 8
+    noise, _ = entry.draw(k, seed=20_251)
+    labels = torch.arange(k) if entry.num_classes else None
+    grid_rows = {}
+    for nfe, solver in searched:
+        grid_rows[f"searched NFE {nfe}"] = harness.run_solver(solver, entry, noise, labels, guidance).numpy()
+        for r in harness.best_rows(rows, metric):
+            if r["nfe"] == nfe and r["solver"] in classic.SOLVERS:
+                s = classic.build(r["solver"], nfe, entry.schedule, r["grid"])
+                grid_rows[f"{r['solver']} {r['grid']}"] = harness.run_solver(s, entry, noise, labels, guidance).numpy()
+    plots.plot_image_grid(grid_rows, path, title=f"{entry.name}, guidance {guidance}: one row per solver, same noise "
+                          f"and labels (classic rows best first by {metric.upper()})")
+    return path
+
+
+def _summary(rows, nfes, metric: str = "rmse") -> None:
     from .evaluation import harness
 
     click.echo("")
-    click.echo(f"{'NFE':>4} {'searched':>10} {'best classic':>28} {'ratio':>6}")
-    best_rows = harness.best_rows(rows)
-    for nfe in nfes:
-        ours = [r for r in best_rows if r["nfe"] == nfe and r["solver"] == "searched"]
-        best = harness.best_classic(rows, nfe)
-        if ours and best:
-            click.echo(f"{nfe:>4} {ours[0]['rmse']:>10.4g} {best['solver'] + ' ' + best['grid']:>20} "
-                       f"{best['rmse']:>7.4g} {ours[0]['rmse'] / best['rmse']:>6.2f}")
+    metrics = [metric, "rmse"] if metric != "rmse" else ["rmse"]
+    for m in metrics:
+        click.echo(f"{m.upper():>4} {'searched':>10} {'best classic (grid)':>32} {'ratio':>6}  classic needs NFE")
+        for nfe in nfes:
+            ours = [r for r in harness.best_rows(rows, m) if r["nfe"] == nfe and r["solver"] == "searched"]
+            best = harness.best_classic(rows, nfe, metric=m)
+            if not (ours and best):
+                continue
+            v = ours[0][m]
+            # the smallest NFE at which some classic solver scored here is as good as the searched one
+            match = min((r["nfe"] for r in harness.best_rows(rows, m) if r["solver"] != "searched"
+                         and not r["solver"].startswith("preset") and r[m] <= v), default=None)
+            click.echo(f"{nfe:>4} {v:>10.4g} {best['solver'] + ' ' + best['grid']:>24} {best[m]:>7.4g} "
+                       f"{v / best[m]:>6.2f}  {match if match is not None else '> scored range'}")
 
 
 @main.command()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -31,6 +32,8 @@ class EvalSet:
     guidance: float
     target_kind: str  # "exact (dopri5 ...)" or the reference spec
     data_range: float  # for PSNR: peak-to-peak of the target
+    # extra metrics on the final samples, by name (e.g. ``fd`` for image models): fn(samples) -> float
+    metrics: dict[str, Callable] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -38,10 +41,12 @@ class EvalSet:
 
 
 def make_eval_set(entry: ModelEntry, n: int, seed: int = 10_000, guidance: float = 1.0, batch: int = 512,
-                  target: str | None = None) -> EvalSet:
+                  target: str | None = None, metrics: bool = True, progress: bool = False) -> EvalSet:
     """The evaluation set: ``target`` is ``exact`` (dopri5, float64) or a reference spec like ``ab4:200``.
 
-    Defaults to ``exact`` for exact models and to a 200-step high-order solver otherwise.
+    Defaults to ``exact`` for exact models and to a 200-step high-order solver otherwise.  With ``metrics`` the
+    model's own sample-quality metrics (``entry.extra["metrics"]``, a factory of ``{name: fn}``, e.g. the
+    Fréchet distance of an image model) are scored on every row too.
     """
     noise, labels = entry.draw(n, seed=seed)
     if target is None:
@@ -57,10 +62,11 @@ def make_eval_set(entry: ModelEntry, n: int, seed: int = 10_000, guidance: float
         final = torch.cat(outs).to(torch.float32)
         kind = "exact (dopri5, rtol 1e-7, atol 1e-9, float64)"
     else:
-        final = reference_for(entry, noise, labels, target, guidance, batch).final
+        final = reference_for(entry, noise, labels, target, guidance, batch, progress=progress).final
         kind = target
     data_range = float(final.max() - final.min())
-    return EvalSet(noise, labels, final, guidance, kind, data_range)
+    factory = entry.extra.get("metrics") if metrics else None
+    return EvalSet(noise, labels, final, guidance, kind, data_range, dict(factory()) if factory else {})
 
 
 def run_solver(solver: Solver, entry: ModelEntry, noise, labels, guidance: float = 1.0,
@@ -89,7 +95,7 @@ def score(solver: Solver, entry: ModelEntry, ev: EvalSet, label: str | None = No
     return {"model": entry.name, "solver": label or solver.name, "nfe": solver.nfe,
             "grid": grid or solver.meta.get("grid", "searched"), "guidance": ev.guidance, "samples": ev.n,
             "rmse": err, "psnr": psnr, "steps": solver.steps, "seconds": round(seconds, 4),
-            "target": ev.target_kind}
+            "target": ev.target_kind, **{name: float(fn(x)) for name, fn in ev.metrics.items()}}
 
 
 def classic_rows(entry: ModelEntry, ev: EvalSet, nfes, solvers=None, grids=GRIDS, progress=True) -> list[dict]:
@@ -116,7 +122,7 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
         (groups.setdefault((r["solver"], r["nfe"], r["grid"]), []) if "seed" in r else plain).append(r)
     for group in groups.values():
         agg = dict(group[0])
-        for metric in ("rmse", "psnr"):
+        for metric in [k for k in ("rmse", "psnr", "fd", "fid") if k in group[0]]:
             vals = [g[metric] for g in group]
             agg[metric] = sum(vals) / len(vals)
             agg[f"{metric}_min"], agg[f"{metric}_max"] = min(vals), max(vals)
@@ -126,25 +132,25 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
     return plain
 
 
-def best_rows(rows: list[dict]) -> list[dict]:
-    """Each (solver, nfe)'s best grid by RMSE (searched rows over several seeds count by their mean)."""
+def best_rows(rows: list[dict], metric: str = "rmse") -> list[dict]:
+    """Each (solver, nfe)'s best grid by ``metric`` (searched rows over several seeds count by their mean)."""
     best: dict[tuple, dict] = {}
     for r in aggregate_seeds(rows):
         key = (r["solver"], r["nfe"])
-        if key not in best or r["rmse"] < best[key]["rmse"]:
+        if key not in best or r[metric] < best[key][metric]:
             best[key] = r
-    return sorted(best.values(), key=lambda r: (r["nfe"], r["rmse"]))
+    return sorted(best.values(), key=lambda r: (r["nfe"], r[metric]))
 
 
-def best_classic(rows: list[dict], nfe: int, exclude=("searched",)) -> dict | None:
-    cands = [r for r in best_rows(rows) if r["nfe"] == nfe and r["solver"] not in exclude and not r["solver"].startswith(
-        "searched") and not r["solver"].startswith("preset")]
-    return min(cands, key=lambda r: r["rmse"]) if cands else None
+def best_classic(rows: list[dict], nfe: int, exclude=("searched",), metric: str = "rmse") -> dict | None:
+    cands = [r for r in best_rows(rows, metric) if r["nfe"] == nfe and r["solver"] not in exclude
+             and not r["solver"].startswith("searched") and not r["solver"].startswith("preset")]
+    return min(cands, key=lambda r: r[metric]) if cands else None
 
 
 def table(rows: list[dict], metric: str = "rmse") -> str:
-    """A markdown table: one line per solver, one column per NFE (best grid)."""
-    rows = best_rows(rows)
+    """A markdown table: one line per solver, one column per NFE (best grid by ``metric``)."""
+    rows = best_rows(rows, metric)
     nfes = sorted({r["nfe"] for r in rows})
     names = sorted({r["solver"] for r in rows}, key=lambda s: (s.startswith("searched"), s))
     cell = {(r["solver"], r["nfe"]): r for r in rows}

@@ -53,10 +53,12 @@ def plot_error_vs_nfe(rows: list[dict], path, metric: str = "rmse", title: str =
     from .harness import best_rows
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    best = best_rows(rows)
+    best = best_rows(rows, metric)
     for name in sorted({r["solver"] for r in best}, key=lambda s: (s.startswith("searched"), s)):
         pts = sorted((r["nfe"], r[metric]) for r in best if r["solver"] == name)
         style = dict(lw=2.5, color="k", marker="o") if name.startswith("searched") else dict(lw=1, marker=".")
+        if len(pts) == 1 and name.startswith("searched"):  # one NFE: a level line shows where classics meet it
+            ax.axhline(pts[0][1], color="k", ls=":", lw=1)
         ax.plot(*zip(*pts), label=name, **style)
     ax.set_yscale("log")
     ax.set_xlabel("NFE")
@@ -76,4 +78,27 @@ def plot_samples_2d(samples: dict[str, np.ndarray], path, title: str = "") -> No
         ax.set_title(name, fontsize=9)
         ax.set_aspect("equal")
     fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_image_grid(rows: dict[str, "np.ndarray"], path, title: str = "", value_range=(-1.0, 1.0)) -> None:
+    """Images side by side, one row per solver (same noises and labels in every row), labelled on the left."""
+    names = list(rows)
+    k = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(names), k, figsize=(0.9 * k + 1.6, 0.95 * len(names)), squeeze=False)
+    lo, hi = value_range
+    for r, name in enumerate(names):
+        imgs = np.asarray(rows[name])
+        for c in range(k):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(imgs):
+                img = np.clip((imgs[c] - lo) / (hi - lo), 0, 1)
+                ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1), cmap="gray", vmin=0, vmax=1)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(wspace=0.04, hspace=0.08)
     _save(fig, path)

@@ -1,7 +1,9 @@
 """Models by name: what a network is, which schedule and prediction type it uses, how to draw its inputs.
 
 Bundled now: the exact Gaussian-mixture models ``gmm-rf`` / ``gmm-vp`` (64-D, 10 classes) and their 2-D twins
-``gmm2d-rf`` / ``gmm2d-vp`` (for pictures).  A user's own network is wrapped with :class:`ModelEntry` directly.
+``gmm2d-rf`` / ``gmm2d-vp`` (for pictures), and two real image models trained on Fashion-MNIST, ``fashion-rf`` /
+``fashion-ddpm`` (diffusers UNets, :mod:`solversearch.models.fashion`; loading them needs diffusers).
+A user's own network is wrapped with :class:`ModelEntry` directly.
 """
 
 from __future__ import annotations
@@ -69,11 +71,19 @@ def _gmm(name: str, schedule: Schedule, prediction: str, dim: int) -> ModelEntry
                                   f"{prediction} prediction")
 
 
+def _fashion(name: str) -> ModelEntry:
+    from .fashion import load_fashion_model  # imported on use: diffusers stays out of `import solversearch.models`
+
+    return load_fashion_model(name)
+
+
 MODELS: dict[str, Callable[[], ModelEntry]] = {
     "gmm-rf": lambda: _gmm("gmm-rf", RectifiedFlow(), "velocity", 64),
     "gmm-vp": lambda: _gmm("gmm-vp", VPLinear(), "epsilon", 64),
     "gmm2d-rf": lambda: _gmm("gmm2d-rf", RectifiedFlow(), "velocity", 2),
     "gmm2d-vp": lambda: _gmm("gmm2d-vp", VPLinear(), "epsilon", 2),
+    "fashion-rf": lambda: _fashion("fashion-rf"),
+    "fashion-ddpm": lambda: _fashion("fashion-ddpm"),
 }
 
 

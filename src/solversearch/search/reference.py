@@ -107,13 +107,16 @@ def make_reference(model, noise: torch.Tensor, spec: str, grid: str = "uniform-t
     return Reference(solver.time_tensor(), torch.stack(states), spec)
 
 
-def reference_for(entry, noise, labels, spec: str, guidance: float, batch: int) -> Reference:
+def reference_for(entry, noise, labels, spec: str, guidance: float, batch: int, progress: bool = False) -> Reference:
     """Reference trajectories for a set of noises, computed batch by batch."""
+    from tqdm.auto import tqdm
+
     parts = spec.split(":")
     grid = parts[2] if len(parts) > 2 else "uniform-t"
     spec_core = ":".join(parts[:2])
     refs = []
-    for k in range(0, noise.shape[0], batch):
+    for k in tqdm(range(0, noise.shape[0], batch), desc=f"reference {spec} ({noise.shape[0]} samples)",
+                  disable=not progress, leave=False):
         lab = None if labels is None else labels[k:k + batch]
         refs.append(make_reference(entry.wrap(lab, guidance), noise[k:k + batch], spec_core, grid))
     return Reference(refs[0].times, torch.cat([r.states for r in refs], 1), spec)

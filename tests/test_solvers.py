@@ -457,3 +457,25 @@ def test_grid_rejects_bad_requests():
         make_grid("uniform-t", 0, RF)
     with pytest.raises(ValueError, match="unknown time grid"):
         make_grid("linear", 4, RF)
+
+
+def test_ddpm_table_model_runs_continuous_vp_presets_on_its_twin_schedule():
+    """The paper's DiT solvers are written for the continuous VP twin of the DDPM betas (network time 1000 t): a
+    DDPM-table model runs them on that twin, exactly as an explicitly built twin entry would; other betas do not
+    match and are left to the runner's schedule check."""
+    from solversearch.evaluation.harness import run_solver
+    from solversearch.evaluation.peers import gmm_ddpm_entry
+    from solversearch.models import for_solver
+
+    entry = gmm_ddpm_entry()
+    preset = presets.load_preset("dit-xl-2-256", 6)
+    twin = for_solver(entry, preset.schedule)
+    assert isinstance(entry.schedule, DDPMDiscrete) and isinstance(twin.schedule, VPLinear)
+    assert (twin.schedule.beta_min, twin.schedule.beta_max, twin.schedule.time_scale) == pytest.approx((0.1, 20, 1000))
+    noise, labels = entry.draw(8, seed=3)
+    x = run_solver(preset, entry, noise, labels)
+    assert torch.equal(x, sample(preset, twin.wrap(labels), noise))
+    other = dict(preset.schedule, beta_max=12.0)
+    assert for_solver(entry, other) is entry
+    with pytest.raises(SolverError, match="'vp-linear' schedule, but the model uses 'ddpm'"):
+        sample(preset.replace(schedule=other), entry.wrap(labels), noise)

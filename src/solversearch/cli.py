@@ -272,6 +272,7 @@ def _preset_rows(entry, ev, nfe) -> list[dict]:
     """The paper's published solvers where the model's schedule matches theirs."""
     from .evaluation import harness
     from .solvers import presets
+    from .models import for_solver
     from .solvers.solver import SolverError, check_compatible
 
     rows = []
@@ -280,7 +281,7 @@ def _preset_rows(entry, ev, nfe) -> list[dict]:
             continue
         solver = presets.load_preset(name, nfe)
         try:
-            check_compatible(solver, entry.schedule)
+            check_compatible(solver, for_solver(entry, solver.schedule).schedule)
         except SolverError:
             continue
         rows.append(harness.score(solver, entry, ev, f"preset:{name}", "published"))
@@ -383,7 +384,8 @@ def _summary(rows, nfes, metric: str = "rmse") -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cfg", "--guidance", "guidance", type=float, default=1.0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help=".safetensors (samples and labels) or .png (2-D models: scatter plot)")
+              help=".safetensors (samples and labels) or .png (image models: a grid, one class per column; "
+                   "2-D models: a scatter plot)")
 @_user_errors
 def sample(model_name, solver_spec, nfe_text, grid, n, seed, guidance, out):
     """Sample with a searched, preset or classic solver.
@@ -392,7 +394,9 @@ def sample(model_name, solver_spec, nfe_text, grid, n, seed, guidance, out):
     Example:
       solversearch sample --model gmm2d-rf --solver runs/gmm-rf/solver-nfe6.json --n 2000 --out samples.png
       solversearch sample --model gmm-vp --solver dpm++2m --nfe 8 --grid uniform-lambda --out x.safetensors
+      solversearch sample --model fashion-ddpm --solver dit-xl-2-256 --nfe 8 --cfg 1.5 --n 64 --out grid.png
     """
+    import torch
     from safetensors.torch import save_file
 
     from .evaluation import harness, plots
@@ -400,13 +404,22 @@ def sample(model_name, solver_spec, nfe_text, grid, n, seed, guidance, out):
     entry = _model(model_name)
     nfe = parse_nfes(nfe_text)[0] if nfe_text else None
     solver = resolve_solver(solver_spec, nfe, entry.schedule, grid)
+    image = len(entry.shape) == 3
     noise, labels = entry.draw(n, seed=seed)
+    if image and labels is not None:  # a picture: class k in column k
+        labels = torch.arange(n) % entry.num_classes
     x = harness.run_solver(solver, entry, noise, labels, guidance)
     _writable_dir(out.parent if str(out.parent) else Path("."))
     if out.suffix == ".png":
-        if x.shape[1:] != (2,):
-            raise UserError(f"--out {out}: a scatter plot needs a 2-D model (gmm2d-rf, gmm2d-vp)")
-        plots.plot_samples_2d({f"{solver.name}, NFE {solver.nfe}": x.numpy()}, out)
+        title = f"{entry.name}: {solver.name}, NFE {solver.nfe}, guidance {guidance}"
+        if image:
+            cols = entry.num_classes or 8
+            plots.plot_image_grid({f"{k // cols}": x[k:k + cols].numpy() for k in range(0, n, cols)}, out, title)
+        elif x.shape[1:] == (2,):
+            plots.plot_samples_2d({f"{solver.name}, NFE {solver.nfe}": x.numpy()}, out)
+        else:
+            raise UserError(f"--out {out}: a picture needs an image model (fashion-rf, fashion-ddpm) or a 2-D "
+                            "model (gmm2d-rf, gmm2d-vp); use .safetensors")
     elif out.suffix == ".safetensors":
         tensors = {"samples": x.contiguous()}
         if labels is not None:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..models import ModelEntry
+from ..models import ModelEntry, for_solver
 from ..search.reference import ode_solve, reference_for
 from ..solvers import classic
 from ..solvers.grids import GRIDS
@@ -72,6 +72,7 @@ def make_eval_set(entry: ModelEntry, n: int, seed: int = 10_000, guidance: float
 def run_solver(solver: Solver, entry: ModelEntry, noise, labels, guidance: float = 1.0,
                batch: int = 512) -> torch.Tensor:
     """Final samples of ``solver`` from ``noise`` (batched, no gradients)."""
+    entry = for_solver(entry, solver.schedule)
     outs = []
     with torch.no_grad():
         for k in range(0, noise.shape[0], batch):

@@ -8,16 +8,18 @@ A user's own network is wrapped with :class:`ModelEntry` directly.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..conventions import RectifiedFlow, Schedule, VPLinear
+from ..conventions import DDPMDiscrete, RectifiedFlow, Schedule, VPLinear
 from .gmm import GaussianMixture
 from .wrapper import PREDICTION_TYPES, ModelError, WrappedModel, canonical_prediction
 
-__all__ = ["ModelEntry", "get_model", "MODELS", "WrappedModel", "ModelError", "PREDICTION_TYPES"]
+__all__ = ["ModelEntry", "get_model", "for_solver", "MODELS", "WrappedModel", "ModelError", "PREDICTION_TYPES"]
 
 
 @dataclass
@@ -91,3 +93,21 @@ def get_model(name: str) -> ModelEntry:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     return MODELS[name]()
+
+
+def for_solver(entry: ModelEntry, solver_schedule: dict) -> ModelEntry:
+    """``entry`` as a solver written for ``solver_schedule`` sees it.
+
+    A model trained on the discrete DDPM table runs solvers written for its continuous twin (``vp-linear`` with
+    ``beta_min = N beta_start``, ``beta_max = N beta_end``, network time ``N t``) the way the paper runs its DiT
+    solvers: the schedule becomes the twin and the network is queried at the continuous time.  Anything else is
+    returned unchanged (the runner then names a mismatch).
+    """
+    own = entry.schedule
+    if not (isinstance(own, DDPMDiscrete) and solver_schedule.get("name") == "vp-linear"):
+        return entry
+    twin = VPLinear(beta_min=own.N * own.beta_start, beta_max=own.N * own.beta_end, time_scale=float(own.N))
+    for key in ("beta_min", "beta_max", "time_scale"):
+        if not math.isclose(float(solver_schedule.get(key, math.nan)), getattr(twin, key), rel_tol=1e-6):
+            return entry
+    return dataclasses.replace(entry, schedule=twin)

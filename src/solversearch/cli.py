@@ -124,7 +124,7 @@ def solvers():
     Example:
       solversearch solvers
     """
-    from .models import MODELS
+    from .models import MODELS, run_sizes
     from .solvers import classic, presets
     from .solvers.grids import GRIDS
 
@@ -135,7 +135,9 @@ def solvers():
     click.echo("paper presets (--solver NAME):")
     for name in presets.PRESETS:
         click.echo(f"  {name:16s} NFE {', '.join(map(str, presets.preset_nfes(name)))}")
-    click.echo("models (--model): " + ", ".join(MODELS))
+    click.echo("models (--model), with their default search/evaluation sizes:")
+    for name in MODELS:
+        click.echo(f"  {name:13s} " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in run_sizes(name).items()))
 
 
 SEARCH_KEYS = ("preset", "samples", "val_samples", "batch_size", "epochs", "lr", "reference", "init", "form", "guidance",
@@ -146,12 +148,11 @@ def _search_options(fn):
     opts = [
         click.option("--preset", type=click.Choice(["ours", "paper"]), default="ours", show_default=True,
                      help="ours: accurate reference + warm start + lr decay; paper: the published recipe"),
-        click.option("--samples", type=click.IntRange(1), default=2048, show_default=True,
-                     help="training noises"),
-        click.option("--val-samples", type=click.IntRange(1), default=1024, show_default=True),
-        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-                     help="per process"),
-        click.option("--epochs", type=click.IntRange(1), default=15, show_default=True),
+        click.option("--samples", type=click.IntRange(1), default=None,
+                     help="training noises [default: per model, see `solversearch solvers`]"),
+        click.option("--val-samples", type=click.IntRange(1), default=None, help="[default: per model]"),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help="per process [default: per model]"),
+        click.option("--epochs", type=click.IntRange(1), default=None, help="[default: per model]"),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="learning rate (default 0.01)"),
         click.option("--reference", default=None, help="NAME:STEPS[:GRID] or dopri5 (default by preset)"),
@@ -176,6 +177,14 @@ def _search_options(fn):
     return fn
 
 
+def _fill_defaults(entry, kw: dict) -> dict:
+    """Command-line values win, then the model's own sizes (:func:`solversearch.models.run_sizes`)."""
+    from .models import run_sizes
+
+    own = run_sizes(entry.name)
+    return {**kw, **{k: own[k] for k in own if kw.get(k) is None}}
+
+
 def _config(nfe: int, kw: dict):
     from .search.search import SearchConfig
 
@@ -189,8 +198,8 @@ def _config(nfe: int, kw: dict):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/search"),
               show_default=True, help="output folder")
 @_search_options
-@click.option("--eval-samples", type=click.IntRange(0), default=2048, show_default=True,
-              help="held-out samples for the comparison with classic solvers (0: skip)")
+@click.option("--eval-samples", type=click.IntRange(0), default=None,
+              help="held-out samples for the comparison with classic solvers (0: skip) [default: per model]")
 @click.option("--resume", is_flag=True, help="continue from OUT/search-nfe{N}.ckpt if it exists")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_user_errors
@@ -219,6 +228,8 @@ def search(model_name, nfe_text, out, eval_samples, resume, quiet, cache_dir, **
     main_rank = dd.is_main()
     say = click.echo if main_rank else (lambda *a, **k: None)
     entry = _model(model_name)
+    kw = _fill_defaults(entry, dict(kw, eval_samples=eval_samples))
+    eval_samples = kw.pop("eval_samples")
     nfes = parse_nfes(nfe_text)
     out = _writable_dir(out)
     written, rows, timing = [], [], {}
@@ -440,7 +451,7 @@ def sample(model_name, solver_spec, nfe_text, grid, n, seed, guidance, out):
               help="search a solver per NFE when no --solver file is given")
 @click.option("--seeds", default="0", show_default=True, help="search seeds, e.g. 0,1,2 (rows per seed)")
 @_search_options
-@click.option("--eval-samples", type=click.IntRange(1), default=4096, show_default=True)
+@click.option("--eval-samples", type=click.IntRange(1), default=None, help="[default: per model]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write every row as JSON")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -467,6 +478,8 @@ def bench(model_name, nfe_text, solver_files, do_search, seeds, eval_samples, js
     from .solvers import io
 
     entry = _model(model_name)
+    kw = _fill_defaults(entry, dict(kw, eval_samples=eval_samples))
+    eval_samples = kw.pop("eval_samples")
     nfes = parse_nfes(nfe_text)
     for p in (json_path, md_path, plot_path):
         if p is not None:

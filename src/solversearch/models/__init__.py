@@ -19,7 +19,7 @@ from ..conventions import DDPMDiscrete, RectifiedFlow, Schedule, VPLinear
 from .gmm import GaussianMixture
 from .wrapper import PREDICTION_TYPES, ModelError, WrappedModel, canonical_prediction
 
-__all__ = ["ModelEntry", "get_model", "for_solver", "MODELS", "WrappedModel", "ModelError", "PREDICTION_TYPES"]
+__all__ = ["ModelEntry", "get_model", "for_solver", "run_sizes", "MODELS", "WrappedModel", "ModelError", "PREDICTION_TYPES"]
 
 
 @dataclass
@@ -87,6 +87,17 @@ MODELS: dict[str, Callable[[], ModelEntry]] = {
     "fashion-rf": lambda: _fashion("fashion-rf"),
     "fashion-ddpm": lambda: _fashion("fashion-ddpm"),
 }
+
+
+# search / evaluation sizes the CLI uses when not given: the exact models are cheap per call; on the image models
+# every sample costs NFE network calls (and the evaluation target 200), so the defaults keep the main job on a
+# 2-core CPU to minutes
+_SIZES = {"samples": 2048, "val_samples": 1024, "batch_size": 256, "epochs": 15, "eval_samples": 2048}
+_IMAGE_SIZES = {"samples": 512, "val_samples": 256, "batch_size": 128, "epochs": 6, "eval_samples": 512}
+
+
+def run_sizes(name: str) -> dict:
+    return dict(_IMAGE_SIZES if name.startswith("fashion-") else _SIZES)
 
 
 def get_model(name: str) -> ModelEntry:

@@ -1,0 +1,198 @@
+"""The bundled image models: searched solver vs the classic solvers at equal NFE and at 1.5x and 2x the NFE.
+
+    .venv/bin/python bench/fashion.py                       # both models, guidance 1 and 1.5, NFE 5,6,8,10
+    .venv/bin/python bench/fashion.py --models fashion-rf --guidance 1.5 --nfe 6    # a quick look
+
+For each model and guidance scale: an evaluation set (same noises and labels for every solver) with a 100-step
+high-order target for RMSE; each classic solver's grid is chosen per NFE by RMSE on a small subset (cheap), then
+the solver is scored on the whole set on that grid (FD and RMSE); the searched solver (preset 'ours', the model's
+CLI sizes) and the paper's presets likewise; finally the three best classic solvers at each NFE N are scored at
+round(1.5 N) and 2 N.  Rows are cached in runs/bench-fashion/ so an interrupted run resumes.  Writes
+docs/results-fashion.md, docs/results-fashion.json and docs/results-fashion-<model>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from solversearch import atomic
+from solversearch.cli import _preset_rows, parse_nfes
+from solversearch.evaluation import harness, plots
+from solversearch.models import get_model, run_sizes
+from solversearch.search.search import SearchConfig, prepare_references, search
+from solversearch.solvers import classic, io
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = {"rf": "ab4:100", "ddpm": "dpm++3m:100:uniform-lambda"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cached(path: Path, make):
+    if path.exists():
+        return json.loads(path.read_text())
+    value = make()
+    atomic.write_text(path, json.dumps(value))
+    return value
+
+
+def eval_set(entry, n: int, guidance: float, cache: Path) -> harness.EvalSet:
+    f = cache / f"eval-{entry.name}-g{guidance}-n{n}.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    if f.exists():
+        t = load_file(str(f))
+        kind = json.loads(f.with_suffix(".json").read_text())
+        factory = entry.extra.get("metrics")
+        return harness.EvalSet(t["noise"], t.get("labels"), t["target"], guidance, kind["target"],
+                               kind["data_range"], dict(factory()) if factory else {})
+    ev = harness.make_eval_set(entry, n, guidance=guidance, target=TARGET[entry.schedule.name], batch=256,
+                               progress=True)
+    tensors = {"noise": ev.noise.contiguous(), "target": ev.target.contiguous()}
+    if ev.labels is not None:
+        tensors["labels"] = ev.labels.contiguous()
+    with atomic.atomic_path(f) as tmp:
+        save_file(tensors, str(tmp))
+    atomic.write_text(f.with_suffix(".json"), json.dumps({"target": ev.target_kind, "data_range": ev.data_range}))
+    return ev
+
+
+def subset(ev: harness.EvalSet, k: int) -> harness.EvalSet:
+    lab = None if ev.labels is None else ev.labels[:k]
+    return harness.EvalSet(ev.noise[:k], lab, ev.target[:k], ev.guidance, ev.target_kind, ev.data_range, {})
+
+
+def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int, cache: Path,
+        search_sizes: dict) -> list[dict]:
+    entry = get_model(name)
+    tag = f"{name}-g{guidance}"
+    t0 = time.perf_counter()
+    ev = eval_set(entry, n_eval, guidance, cache)
+    log(f"{tag}: evaluation set ({ev.n}, target {ev.target_kind}) in {time.perf_counter() - t0:.0f} s")
+
+    def grids():  # each classic solver's grid per NFE, by RMSE on the first n_select samples
+        rows = harness.classic_rows(entry, subset(ev, n_select), nfes, progress=True)
+        return {f"{r['solver']}@{r['nfe']}": r["grid"] for r in harness.best_rows(rows)}
+
+    best_grid = cached(cache / f"{tag}-grids.json", grids)
+    rows = []
+    for key, grid in best_grid.items():
+        solver_name, nfe = key.split("@")
+        rows.append(cached(cache / f"{tag}-{solver_name}-{grid}-{nfe}.json", lambda: harness.score(
+            classic.build(solver_name, int(nfe), entry.schedule, grid), entry, ev, solver_name, grid)))
+    for nfe in nfes:
+        rows += cached(cache / f"{tag}-presets-{nfe}.json", lambda: _preset_rows(entry, ev, nfe))
+    log(f"{tag}: classic solvers and presets scored")
+
+    sizes = search_sizes
+    refs = None
+    for nfe in nfes:
+        f = cache / f"{tag}-searched-{nfe}.json"
+        if not f.exists():
+            cfg = SearchConfig(nfe=nfe, guidance=guidance, **sizes)
+            refs = refs or prepare_references(entry, cfg, progress=True)
+            t1 = time.perf_counter()
+            res = search(entry, cfg, references=refs, progress=True, log=lambda m: None)
+            io.save(res.solver, cache / f"{tag}-solver-nfe{nfe}.json")
+            row = harness.score(res.solver, entry, ev, "searched", "searched")
+            row.update(search_seconds=round(time.perf_counter() - t1, 1), reference_seconds=round(refs.seconds, 1),
+                       start=f"{res.start.name}:{res.start.meta.get('grid')}")
+            atomic.write_text(f, json.dumps(row))
+            log(f"{tag}: searched NFE {nfe}: FD {row['fd']:.4g}, RMSE {row['rmse']:.4g} "
+                f"({row['search_seconds']} s, start {row['start']})")
+        rows.append(json.loads(f.read_text()))
+
+    for nfe in nfes:  # the three best classic solvers at N, at 1.5 N and 2 N on the same grid
+        top = [r for r in harness.best_rows(rows, "fd") if r["nfe"] == nfe and r["solver"] in classic.SOLVERS][:3]
+        for r in top:
+            for m in sorted({round(1.5 * nfe), 2 * nfe}):
+                s = classic.build(r["solver"], m, entry.schedule, r["grid"])
+                if s.nfe == m:
+                    rows.append(cached(cache / f"{tag}-{r['solver']}-{r['grid']}-{m}.json",
+                                       lambda s=s, r=r: harness.score(s, entry, ev, r["solver"], r["grid"])))
+    log(f"{tag}: done in {time.perf_counter() - t0:.0f} s")
+    return rows
+
+
+def summary(rows: list[dict], nfes) -> str:
+    def at(n):  # the best classic row at NFE n by FD (any grid scored there)
+        return harness.best_classic(rows, n, metric="fd")
+
+    head = ["NFE", "searched FD", "best classic at N (FD)", "best classic at 1.5 N", "best classic at 2 N",
+            "searched RMSE", "best classic RMSE at N", "search s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in nfes:
+        ours = next((r for r in rows if r["solver"] == "searched" and r["nfe"] == n), None)
+        if ours is None:
+            continue
+        cells = [str(n), f"**{ours['fd']:.3g}**" if at(n) and ours["fd"] < at(n)["fd"] else f"{ours['fd']:.3g}"]
+        for m in (n, round(1.5 * n), 2 * n):
+            b = at(m)
+            cells.append(f"{b['fd']:.3g} ({b['solver']} {b['grid']}, NFE {m})" if b else "")
+        b_rmse = harness.best_classic(rows, n)
+        cells += [f"{ours['rmse']:.4g}", f"{b_rmse['rmse']:.4g} ({b_rmse['solver']} {b_rmse['grid']})",
+                  f"{ours.get('search_seconds', '')}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="fashion-rf,fashion-ddpm")
+    ap.add_argument("--guidance", default="1,1.5")
+    ap.add_argument("--nfe", default="5,6,8,10")
+    ap.add_argument("--eval-samples", type=int, default=512)
+    ap.add_argument("--select-samples", type=int, default=64, help="samples that pick each classic solver's grid")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--search", default="", help="search size overrides, e.g. samples=64,epochs=1 (smoke tests)")
+    ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-fashion")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    nfes = parse_nfes(args.nfe)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    sizes = {k: v for k, v in run_sizes("fashion-rf").items() if k != "eval_samples"}
+    sizes.update({k: int(v) for k, v in (kv.split("=") for kv in args.search.split(",") if kv)})
+    t0 = time.perf_counter()
+    all_rows, sections = [], []
+    for name in args.models.split(","):
+        model_rows = []
+        for g in (float(x) for x in args.guidance.split(",")):
+            rows = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes)
+            for r in rows:
+                r["guidance"] = g
+            model_rows += rows
+            sections += [f"### {name}, guidance {g:g}", "", summary(rows, nfes), "",
+                         "<details><summary>every solver (FD, best grid per NFE)</summary>", "",
+                         harness.table(rows, "fd"), "", "</details>", ""]
+        all_rows += model_rows
+        plot_rows = [dict(r, solver=f"{r['solver']} (w={r['guidance']:g})") for r in model_rows
+                     if r["solver"] in ("searched", "ab2", "ab3", "dpm++2m", "dpm++3m", "ipndm", "unipc", "euler",
+                                        "ddim")]
+        plots.plot_error_vs_nfe(plot_rows, args.out / f"results-fashion-{name}.png", "fd",
+                                title=f"{name}: FD vs NFE (each solver on its best grid)")
+        sections += [f"![{name}](results-fashion-{name}.png)", ""]
+    text = ["# Bundled image models: searched solver vs classic solvers", "",
+            f"FD (classifier features, {args.eval_samples} samples against the 10k test images; biased upward at "
+            f"this count, compare rows) and RMSE to a 100-step high-order solution from the same noise "
+            f"({TARGET['rf']} on fashion-rf, {TARGET['ddpm']} on fashion-ddpm). Classic solvers: grid chosen per "
+            f"NFE by RMSE on {args.select_samples} samples. Searched: preset 'ours', seed 0, "
+            f"{sizes['samples']} training + {sizes['val_samples']} validation samples, {sizes['epochs']} epochs, "
+            f"batch {sizes['batch_size']}, searched at the guidance it is scored at. Bold: the searched solver "
+            f"beats the best classic solver at equal NFE.", "",
+            f"Regenerate: `.venv/bin/python bench/fashion.py` ({time.perf_counter() - t0:.0f} s for this run, "
+            f"cached rows excluded).", ""] + sections
+    atomic.write_text(args.out / "results-fashion.md", "\n".join(text))
+    atomic.write_text(args.out / "results-fashion.json", json.dumps(all_rows, indent=1) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()

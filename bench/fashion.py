@@ -64,11 +64,6 @@ def eval_set(entry, n: int, guidance: float, cache: Path) -> harness.EvalSet:
     return ev
 
 
-def subset(ev: harness.EvalSet, k: int) -> harness.EvalSet:
-    lab = None if ev.labels is None else ev.labels[:k]
-    return harness.EvalSet(ev.noise[:k], lab, ev.target[:k], ev.guidance, ev.target_kind, ev.data_range, {})
-
-
 def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int, cache: Path,
         search_sizes: dict) -> list[dict]:
     entry = get_model(name)
@@ -78,7 +73,7 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
     log(f"{tag}: evaluation set ({ev.n}, target {ev.target_kind}) in {time.perf_counter() - t0:.0f} s")
 
     def grids():  # each classic solver's grid per NFE, by RMSE on the first n_select samples
-        rows = harness.classic_rows(entry, subset(ev, n_select), nfes, progress=True)
+        rows = harness.classic_rows(entry, harness.subset(ev, n_select), nfes, progress=True)
         return {f"{r['solver']}@{r['nfe']}": r["grid"] for r in harness.best_rows(rows)}
 
     best_grid = cached(cache / f"{tag}-grids.json", grids)

@@ -137,7 +137,8 @@ def solvers():
         click.echo(f"  {name:16s} NFE {', '.join(map(str, presets.preset_nfes(name)))}")
     click.echo("models (--model), with their default search/evaluation sizes:")
     for name in MODELS:
-        click.echo(f"  {name:13s} " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in run_sizes(name).items()))
+        click.echo(f"  {name:13s} " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in run_sizes(name).items()
+                                              if v is not None))
 
 
 SEARCH_KEYS = ("preset", "samples", "val_samples", "batch_size", "epochs", "lr", "reference", "init", "form", "guidance",
@@ -230,6 +231,7 @@ def search(model_name, nfe_text, out, eval_samples, resume, quiet, cache_dir, **
     entry = _model(model_name)
     kw = _fill_defaults(entry, dict(kw, eval_samples=eval_samples))
     eval_samples = kw.pop("eval_samples")
+    select_samples = kw.pop("select_samples")
     nfes = parse_nfes(nfe_text)
     out = _writable_dir(out)
     written, rows, timing = [], [], {}
@@ -261,7 +263,8 @@ def search(model_name, nfe_text, out, eval_samples, resume, quiet, cache_dir, **
         metric = "fd" if "fd" in ev.metrics else "rmse"
         scored = []
         for nfe, solver in rows:
-            scored += harness.classic_rows(entry, ev, [nfe], progress=not quiet)
+            scored += harness.classic_rows_on_best_grid(entry, ev, [nfe], select=select_samples,
+                                                        progress=not quiet)
             scored += _preset_rows(entry, ev, nfe)
             scored.append(harness.score(solver, entry, ev, "searched", "searched"))
         if len(nfes) == 1:
@@ -480,6 +483,7 @@ def bench(model_name, nfe_text, solver_files, do_search, seeds, eval_samples, js
     entry = _model(model_name)
     kw = _fill_defaults(entry, dict(kw, eval_samples=eval_samples))
     eval_samples = kw.pop("eval_samples")
+    kw.pop("select_samples")
     nfes = parse_nfes(nfe_text)
     for p in (json_path, md_path, plot_path):
         if p is not None:

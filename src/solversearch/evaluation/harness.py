@@ -115,6 +115,29 @@ def classic_rows(entry: ModelEntry, ev: EvalSet, nfes, solvers=None, grids=GRIDS
     return rows
 
 
+def subset(ev: EvalSet, k: int) -> EvalSet:
+    """The first ``k`` samples of an evaluation set, without its extra metrics (for cheap choices)."""
+    lab = None if ev.labels is None else ev.labels[:k]
+    return EvalSet(ev.noise[:k], lab, ev.target[:k], ev.guidance, ev.target_kind, ev.data_range, {})
+
+
+def classic_rows_on_best_grid(entry: ModelEntry, ev: EvalSet, nfes, select: int | None = None, solvers=None,
+                              progress=True) -> list[dict]:
+    """Every classic solver at every NFE on its best grid, scored on the whole set.
+
+    With ``select`` the grid is chosen by RMSE on the first ``select`` samples (each solver runs on every grid
+    there, and on one grid over the whole set): on a model where a call costs milliseconds per sample this is
+    what keeps a full comparison affordable.  Without it every grid is scored on the whole set.
+    """
+    if select is None or select >= ev.n:
+        return classic_rows(entry, ev, nfes, solvers, progress=progress)
+    rough = classic_rows(entry, subset(ev, select), nfes, solvers, progress=progress)
+    chosen = [(r["solver"], r["nfe"], r["grid"]) for r in best_rows(rough)]
+    return [score(classic.build(name, nfe, entry.schedule, grid), entry, ev, name, grid)
+            for name, nfe, grid in tqdm(chosen, desc=f"classic solvers on {entry.name} (best grids)",
+                                        disable=not progress, leave=False)]
+
+
 def aggregate_seeds(rows: list[dict]) -> list[dict]:
     """Rows that differ only by search seed become one row with the mean metric and its spread (min, max)."""
     groups: dict[tuple, list[dict]] = {}

@@ -92,8 +92,11 @@ MODELS: dict[str, Callable[[], ModelEntry]] = {
 # search / evaluation sizes the CLI uses when not given: the exact models are cheap per call; on the image models
 # every sample costs NFE network calls (and the evaluation target 200), so the defaults keep the main job on a
 # 2-core CPU to minutes
-_SIZES = {"samples": 2048, "val_samples": 1024, "batch_size": 256, "epochs": 15, "eval_samples": 2048}
-_IMAGE_SIZES = {"samples": 512, "val_samples": 256, "batch_size": 128, "epochs": 6, "eval_samples": 512}
+# (select_samples: the samples on which the main job picks each classic solver's grid; None: all)
+_SIZES = {"samples": 2048, "val_samples": 1024, "batch_size": 256, "epochs": 15, "eval_samples": 2048,
+          "select_samples": None}
+_IMAGE_SIZES = {"samples": 512, "val_samples": 256, "batch_size": 128, "epochs": 6, "eval_samples": 256,
+                "select_samples": 32}
 
 
 def run_sizes(name: str) -> dict:

@@ -108,3 +108,41 @@ def test_same_command_under_torchrun_two_processes(tmp_path):
         s = io.load(out / f"solver-nfe{nfe}.json", expect_nfe=nfe)
         assert s.meta["processes"] == 2
     assert proc.stdout.count("files written:") == 1  # rank 0 alone reports and writes
+
+
+def _bundled(name):
+    from solversearch.models import get_model
+
+    try:
+        return get_model(name)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+def test_main_job_on_the_image_model_writes_fd_report_grid_and_curves(tmp_path):
+    """The README's main job, shrunk: FD on every row, a sample grid (one row per solver), the classic curves."""
+    _bundled("fashion-rf")
+    out = tmp_path / "run"
+    r = run("search", "--model", "fashion-rf", "--nfe", "3", "--out", out, "--samples", "8", "--val-samples", "4",
+            "--batch-size", "8", "--epochs", "1", "--eval-samples", "8", "--reference", "ab2:10",
+            "--eval-target", "ab2:10", "--quiet")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "report.json").read_text())
+    searched = [x for x in rows if x["solver"] == "searched"]
+    assert len(searched) == 1 and all(x["fd"] >= 0 and x["samples"] == 8 for x in rows)
+    # every classic solver at NFE 3, and the best three also at other NFEs
+    assert {"euler", "ab2", "dpm++2m", "ipndm", "unipc"} <= {x["solver"] for x in rows if x["nfe"] == 3}
+    assert len({x["solver"] for x in rows if x["nfe"] == 10}) == 3
+    for f in ("samples.png", "error_vs_nfe.png", "solver-nfe3.png"):
+        assert (out / f).read_bytes()[:4] == b"\x89PNG", f
+    report = (out / "report.md").read_text()
+    assert "## FD" in report and "## RMSE" in report and "FD " in r.output and "classic needs NFE" in r.output
+
+
+def test_sample_grid_png_with_a_preset_on_the_ddpm_image_model(tmp_path):
+    _bundled("fashion-ddpm")
+    out = tmp_path / "grid.png"
+    r = run("sample", "--model", "fashion-ddpm", "--solver", "dit-xl-2-256", "--nfe", "5", "--cfg", "1.5", "--n",
+            "12", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:4] == b"\x89PNG" and "12 samples with dit-xl-2-256 (NFE 5)" in r.output

@@ -74,6 +74,17 @@ def test_frechet_distance_matches_closed_form_for_commuting_covariances(rotate):
     assert fdmod.frechet_distance(mu2, cov2, mu1, cov1) == pytest.approx(expected, rel=1e-8, abs=1e-10)
 
 
+def test_fast_distance_to_a_fixed_reference_equals_the_sqrtm_formula():
+    """Non-commuting covariances (the general case): eigvalsh of S cov S equals scipy's sqrtm of the product."""
+    rng = np.random.default_rng(7)
+    d = 32
+    mu_ref, mu = rng.normal(size=d), rng.normal(size=d)
+    cov_ref, cov = _spd(d, 2), _spd(d, 3)
+    s = np.real(fdmod._sqrtm(cov_ref))
+    fast = fdmod.frechet_distance_to(s, mu_ref, cov_ref, mu, cov)
+    assert fast == pytest.approx(fdmod.frechet_distance(mu, cov, mu_ref, cov_ref), rel=1e-9)
+
+
 def test_frechet_distance_rejects_mismatched_stats():
     with pytest.raises(ValueError):
         fdmod.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))

@@ -201,10 +201,13 @@ def _config(nfe: int, kw: dict):
 @_search_options
 @click.option("--eval-samples", type=click.IntRange(0), default=None,
               help="held-out samples for the comparison with classic solvers (0: skip) [default: per model]")
+@click.option("--eval-target", default=None,
+              help="what RMSE is measured against: exact, or NAME:STEPS[:GRID] [default: exact for exact models, "
+                   "else a 200-step AB4 (RF) / DPM-Solver++3M on log-SNR steps (VP)]")
 @click.option("--resume", is_flag=True, help="continue from OUT/search-nfe{N}.ckpt if it exists")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_user_errors
-def search(model_name, nfe_text, out, eval_samples, resume, quiet, cache_dir, **kw):
+def search(model_name, nfe_text, out, eval_samples, eval_target, resume, quiet, cache_dir, **kw):
     """Search a solver, then compare it with every classic solver at the same NFE.
 
     Writes OUT/solver-nfe{N}.json, OUT/solver-nfe{N}.png (matrix + grid), OUT/report.md, OUT/report.json.
@@ -259,7 +262,8 @@ def search(model_name, nfe_text, out, eval_samples, resume, quiet, cache_dir, **
     if eval_samples and main_rank:
         t0 = time.perf_counter()
         say(f"evaluating on {eval_samples} held-out samples against every classic solver ...")
-        ev = harness.make_eval_set(entry, eval_samples, guidance=kw["guidance"], progress=not quiet)
+        ev = harness.make_eval_set(entry, eval_samples, guidance=kw["guidance"], target=eval_target,
+                                   progress=not quiet)
         metric = "fd" if "fd" in ev.metrics else "rmse"
         scored = []
         for nfe, solver in rows:

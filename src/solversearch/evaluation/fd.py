@@ -58,6 +58,17 @@ def frechet_distance(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
 
 
+def frechet_distance_to(ref_sqrt: np.ndarray, mu_ref, cov_ref, mu, cov) -> float:
+    """The same distance against a fixed reference whose ``sqrtm(cov_ref)`` is given: ``tr sqrt(cov_ref cov)``
+    is the sum of the square roots of the eigenvalues of the symmetric ``S cov S`` (``S = sqrt(cov_ref)``), which
+    ``eigvalsh`` gives ~100x faster than ``sqrtm`` of the non-symmetric product.  Equal to
+    :func:`frechet_distance` (tested); what a harness scoring dozens of solvers against one test set uses."""
+    mu, mu_ref = np.asarray(mu, np.float64), np.asarray(mu_ref, np.float64)
+    diff = mu - mu_ref
+    eig = np.linalg.eigvalsh(ref_sqrt @ np.asarray(cov, np.float64) @ ref_sqrt)
+    return float(diff @ diff + np.trace(cov_ref) + np.trace(cov) - 2.0 * np.sqrt(np.clip(eig, 0.0, None)).sum())
+
+
 def _sqrtm(a: np.ndarray) -> np.ndarray:
     out = linalg.sqrtm(a)
     return out[0] if isinstance(out, tuple) else out  # older scipy may return (sqrtm, error estimate)
@@ -132,6 +143,7 @@ class FashionFD:
         self.model.to(device)
         self.device, self.batch_size = torch.device(device), int(batch_size)
         self._ref: tuple[np.ndarray, np.ndarray] | None = None
+        self._ref_sqrt: np.ndarray | None = None
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -153,7 +165,11 @@ class FashionFD:
 
     def fd(self, images: torch.Tensor) -> float:
         mu, cov = self.stats(images)
-        return frechet_distance(mu, cov, *self.reference_stats())
+        mu_ref, cov_ref = self.reference_stats()
+        if self._ref_sqrt is None:
+            self._ref_sqrt = np.real(_sqrtm(cov_ref))
+            self._ref_sqrt = 0.5 * (self._ref_sqrt + self._ref_sqrt.T)
+        return frechet_distance_to(self._ref_sqrt, mu_ref, cov_ref, mu, cov)
 
     @property
     def test_accuracy(self) -> float | None:

@@ -53,6 +53,15 @@ def test_malformed_solver_file_names_file_and_field(tmp_path):
     assert str(bad) in r.output and "format_version" in r.output
 
 
+def test_missing_model_weights_are_one_line_naming_the_training_command(tmp_path, monkeypatch):
+    import solversearch.models.fashion as fashion
+
+    monkeypatch.setattr(fashion, "WEIGHTS_DIR", tmp_path / "nowhere")
+    r = run("search", "--model", "fashion-rf", "--nfe", "4", "--out", tmp_path / "o", "--quiet")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "scripts/train_fashion.py --what fashion-rf" in r.output and "nowhere" in r.output
+
+
 def test_help_shows_an_example():
     for cmd in ("search", "sample", "bench", "solvers"):
         r = run(cmd, "--help")

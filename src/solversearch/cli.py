@@ -35,7 +35,7 @@ def _user_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (SolverFileError, SolverError, ModelError, ValueError) as e:
+        except (SolverFileError, SolverError, ModelError, ValueError, FileNotFoundError) as e:
             raise UserError(str(e)) from None
         except KeyError as e:
             raise UserError(e.args[0] if e.args else str(e)) from None

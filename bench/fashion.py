@@ -71,6 +71,8 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
     t0 = time.perf_counter()
     ev = eval_set(entry, n_eval, guidance, cache)
     log(f"{tag}: evaluation set ({ev.n}, target {ev.target_kind}) in {time.perf_counter() - t0:.0f} s")
+    quality = {"model": name, "solver": f"reference {ev.target_kind}", "nfe": int(ev.target_kind.split(":")[1]),
+               "guidance": guidance, "samples": ev.n, "fd": float(ev.metrics["fd"](ev.target))}
 
     def grids():  # each classic solver's grid per NFE, by RMSE on the first n_select samples
         rows = harness.classic_rows(entry, harness.subset(ev, n_select), nfes, progress=True)
@@ -113,7 +115,7 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
                     rows.append(cached(cache / f"{tag}-{r['solver']}-{r['grid']}-{m}.json",
                                        lambda s=s, r=r: harness.score(s, entry, ev, r["solver"], r["grid"])))
     log(f"{tag}: done in {time.perf_counter() - t0:.0f} s")
-    return rows
+    return rows, quality, ev
 
 
 def summary(rows: list[dict], nfes) -> str:
@@ -160,11 +162,18 @@ def main():
     for name in args.models.split(","):
         model_rows = []
         for g in (float(x) for x in args.guidance.split(",")):
-            rows = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes)
+            rows, quality, ev = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes)
             for r in rows:
                 r["guidance"] = g
             model_rows += rows
-            sections += [f"### {name}, guidance {g:g}", "", summary(rows, nfes), "",
+            grid = args.out / f"results-fashion-{name}-g{g:g}-reference.png"
+            k = 10
+            plots.plot_image_grid({f"{j}": ev.target[j * k:(j + 1) * k].numpy() for j in range(3)}, grid,
+                                  f"{name}, guidance {g:g}: the {quality['solver']} samples (the model's quality)")
+            sections += [f"### {name}, guidance {g:g}", "",
+                         f"The model itself: FD of its {quality['solver']} samples = {quality['fd']:.3g} "
+                         f"({quality['samples']} samples; [picture](results-fashion-{name}-g{g:g}-reference.png)). "
+                         "A perfect solver reaches this FD, not 0.", "", summary(rows, nfes), "",
                          "<details><summary>every solver (FD, best grid per NFE)</summary>", "",
                          harness.table(rows, "fd"), "", "</details>", ""]
         all_rows += model_rows

@@ -54,9 +54,12 @@ def plot_error_vs_nfe(rows: list[dict], path, metric: str = "rmse", title: str =
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     best = best_rows(rows, metric)
-    for name in sorted({r["solver"] for r in best}, key=lambda s: (s.startswith("searched"), s)):
+    names = sorted({r["solver"] for r in best}, key=lambda s: (s.startswith("searched"), s))
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))
+    for k, name in enumerate(names):
         pts = sorted((r["nfe"], r[metric]) for r in best if r["solver"] == name)
-        style = dict(lw=2.5, color="k", marker="o") if name.startswith("searched") else dict(lw=1, marker=".")
+        style = dict(lw=2.5, color="k", marker="o") if name.startswith("searched") else dict(
+            lw=1, marker=".", color=colors[k % 20])
         if len(pts) == 1 and name.startswith("searched"):  # one NFE: a level line shows where classics meet it
             ax.axhline(pts[0][1], color="k", ls=":", lw=1)
         ax.plot(*zip(*pts), label=name, **style)

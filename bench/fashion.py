@@ -22,7 +22,7 @@ import torch
 
 from solversearch import atomic
 from solversearch.cli import _preset_rows, parse_nfes
-from solversearch.evaluation import harness, plots
+from solversearch.evaluation import harness, peers, plots
 from solversearch.models import get_model, run_sizes
 from solversearch.search.search import SearchConfig, prepare_references, search
 from solversearch.solvers import classic, io
@@ -86,7 +86,9 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
             classic.build(solver_name, int(nfe), entry.schedule, grid), entry, ev, solver_name, grid)))
     for nfe in nfes:
         rows += cached(cache / f"{tag}-presets-{nfe}.json", lambda: _preset_rows(entry, ev, nfe))
-    log(f"{tag}: classic solvers and presets scored")
+        rows += [dict(r, config=None) for r in cached(cache / f"{tag}-diffusers-{nfe}.json", lambda: [
+            {k: v for k, v in r.items() if k != "config"} for r in peers.peer_rows(entry, ev, [nfe], batch=256)])]
+    log(f"{tag}: classic solvers, presets and diffusers' schedulers scored")
 
     sizes = search_sizes
     refs = None
@@ -123,7 +125,7 @@ def summary(rows: list[dict], nfes) -> str:
         return harness.best_classic(rows, n, metric="fd")
 
     head = ["NFE", "searched FD", "best classic at N (FD)", "best classic at 1.5 N", "best classic at 2 N",
-            "searched RMSE", "best classic RMSE at N", "search s"]
+            "best diffusers scheduler at N (FD)", "searched RMSE", "best classic RMSE at N", "search s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in nfes:
         ours = next((r for r in rows if r["solver"] == "searched" and r["nfe"] == n), None)
@@ -133,6 +135,9 @@ def summary(rows: list[dict], nfes) -> str:
         for m in (n, round(1.5 * n), 2 * n):
             b = at(m)
             cells.append(f"{b['fd']:.3g} ({b['solver']} {b['grid']}, NFE {m})" if b else "")
+        dif = min((r for r in rows if r["solver"].startswith("diffusers:") and r["nfe"] == n),
+                  key=lambda r: r["fd"], default=None)
+        cells.append(f"{dif['fd']:.3g} ({dif['solver'][10:]} {dif['grid']})" if dif else "")
         b_rmse = harness.best_classic(rows, n)
         cells += [f"{ours['rmse']:.4g}", f"{b_rmse['rmse']:.4g} ({b_rmse['solver']} {b_rmse['grid']})",
                   f"{ours.get('search_seconds', '')}"]
@@ -155,7 +160,7 @@ def main():
     torch.set_num_threads(args.threads)
     nfes = parse_nfes(args.nfe)
     args.cache.mkdir(parents=True, exist_ok=True)
-    sizes = {k: v for k, v in run_sizes("fashion-rf").items() if k != "eval_samples"}
+    sizes = {k: v for k, v in run_sizes("fashion-rf").items() if k not in ("eval_samples", "select_samples")}
     sizes.update({k: int(v) for k, v in (kv.split("=") for kv in args.search.split(",") if kv)})
     t0 = time.perf_counter()
     all_rows, sections = [], []

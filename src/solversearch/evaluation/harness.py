@@ -169,7 +169,7 @@ def best_rows(rows: list[dict], metric: str = "rmse") -> list[dict]:
 
 def best_classic(rows: list[dict], nfe: int, exclude=("searched",), metric: str = "rmse") -> dict | None:
     cands = [r for r in best_rows(rows, metric) if r["nfe"] == nfe and r["solver"] not in exclude
-             and not r["solver"].startswith("searched") and not r["solver"].startswith("preset")]
+             and not r["solver"].startswith(("searched", "preset", "diffusers:"))]
     return min(cands, key=lambda r: r[metric]) if cands else None
 
 

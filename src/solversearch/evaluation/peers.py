@@ -298,7 +298,8 @@ def peer_row(peer: Peer, entry: ModelEntry, ev: EvalSet, nfe: int, batch: int = 
     grid = peer.grid if time_source == "timestep" else f"{peer.grid},time=sigma"
     row = {"model": entry.name, "solver": peer.name, "nfe": calls, "grid": grid, "guidance": ev.guidance,
            "samples": ev.n, "rmse": err, "psnr": psnr, "steps": steps, "seconds": round(seconds, 4),
-           "target": ev.target_kind, "config": dict(peer.config)}
+           "target": ev.target_kind, "config": dict(peer.config),
+           **{name: float(fn(x)) for name, fn in ev.metrics.items()}}
     if not peer.flow and entry.schedule.name != "ddpm":
         row["note"] = (f"discrete DDPM scheduler on the {entry.schedule.name!r} schedule: timestep n fed as "
                        "t = (n + 1) / 1000 (approximate; exact on a 'ddpm' model)")

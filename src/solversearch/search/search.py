@@ -159,7 +159,7 @@ def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, pro
         def compute(lo, hi, noise=noise, labels=labels):
             lab = None if labels is None else labels[lo:hi]
             return noise[lo:hi], lab, reference_for(entry, noise[lo:hi], lab, cfg.reference, cfg.guidance,
-                                                    cfg.batch_size)
+                                                    cfg.batch_size, progress=progress and dd.is_main())
 
         if cache_dir is not None:
             ref = ReferenceCache(cache_dir).get(entry, cfg.reference, cfg.guidance, seed, n, dtype,

@@ -44,9 +44,17 @@ def cached(path: Path, make):
 
 
 def eval_set(entry, n: int, guidance: float, cache: Path) -> harness.EvalSet:
-    f = cache / f"eval-{entry.name}-g{guidance}-n{n}.safetensors"
+    """The cached evaluation set of ``n`` samples, or the first ``n`` of a larger cached one (same noises)."""
     from safetensors.torch import load_file, save_file
 
+    f = cache / f"eval-{entry.name}-g{guidance}-n{n}.safetensors"
+    larger = sorted(cache.glob(f"eval-{entry.name}-g{guidance}-n*.safetensors"),
+                    key=lambda p: int(p.stem.rsplit("-n", 1)[1]))
+    larger = [p for p in larger if int(p.stem.rsplit("-n", 1)[1]) > n]
+    if not f.exists() and larger:
+        ev = eval_set(entry, int(larger[0].stem.rsplit("-n", 1)[1]), guidance, cache)
+        return harness.EvalSet(ev.noise[:n], None if ev.labels is None else ev.labels[:n], ev.target[:n],
+                               ev.guidance, ev.target_kind, ev.data_range, ev.metrics)
     if f.exists():
         t = load_file(str(f))
         kind = json.loads(f.with_suffix(".json").read_text())
@@ -65,9 +73,9 @@ def eval_set(entry, n: int, guidance: float, cache: Path) -> harness.EvalSet:
 
 
 def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int, cache: Path,
-        search_sizes: dict) -> list[dict]:
+        search_sizes: dict, diffusers: bool = True, top: int = 3) -> list[dict]:
     entry = get_model(name)
-    tag = f"{name}-g{guidance}"
+    tag = f"{name}-g{guidance}-n{n_eval}"  # rows are scores on this evaluation set
     t0 = time.perf_counter()
     ev = eval_set(entry, n_eval, guidance, cache)
     log(f"{tag}: evaluation set ({ev.n}, target {ev.target_kind}) in {time.perf_counter() - t0:.0f} s")
@@ -78,7 +86,7 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
         rows = harness.classic_rows(entry, harness.subset(ev, n_select), nfes, progress=True)
         return {f"{r['solver']}@{r['nfe']}": r["grid"] for r in harness.best_rows(rows)}
 
-    best_grid = cached(cache / f"{tag}-grids.json", grids)
+    best_grid = cached(cache / f"{name}-g{guidance}-s{n_select}-grids.json", grids)
     rows = []
     for key, grid in best_grid.items():
         solver_name, nfe = key.split("@")
@@ -86,9 +94,10 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
             classic.build(solver_name, int(nfe), entry.schedule, grid), entry, ev, solver_name, grid)))
     for nfe in nfes:
         rows += cached(cache / f"{tag}-presets-{nfe}.json", lambda: _preset_rows(entry, ev, nfe))
-        rows += [dict(r, config=None) for r in cached(cache / f"{tag}-diffusers-{nfe}.json", lambda: [
-            {k: v for k, v in r.items() if k != "config"} for r in peers.peer_rows(entry, ev, [nfe], batch=256)])]
-    log(f"{tag}: classic solvers, presets and diffusers' schedulers scored")
+        if diffusers:
+            rows += [dict(r, config=None) for r in cached(cache / f"{tag}-diffusers-{nfe}.json", lambda: [
+                {k: v for k, v in r.items() if k != "config"} for r in peers.peer_rows(entry, ev, [nfe], batch=256)])]
+    log(f"{tag}: classic solvers, presets{' and diffusers schedulers' if diffusers else ''} scored")
 
     sizes = search_sizes
     refs = None
@@ -108,9 +117,9 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
                 f"({row['search_seconds']} s, start {row['start']})")
         rows.append(json.loads(f.read_text()))
 
-    for nfe in nfes:  # the three best classic solvers at N, at 1.5 N and 2 N on the same grid
-        top = [r for r in harness.best_rows(rows, "fd") if r["nfe"] == nfe and r["solver"] in classic.SOLVERS][:3]
-        for r in top:
+    for nfe in nfes:  # the best classic solvers at N (by FD), at 1.5 N and 2 N on the same grid
+        best = [r for r in harness.best_rows(rows, "fd") if r["nfe"] == nfe and r["solver"] in classic.SOLVERS][:top]
+        for r in best:
             for m in sorted({round(1.5 * nfe), 2 * nfe}):
                 s = classic.build(r["solver"], m, entry.schedule, r["grid"])
                 if s.nfe == m:
@@ -152,6 +161,9 @@ def main():
     ap.add_argument("--nfe", default="5,6,8,10")
     ap.add_argument("--eval-samples", type=int, default=512)
     ap.add_argument("--select-samples", type=int, default=64, help="samples that pick each classic solver's grid")
+    ap.add_argument("--top", type=int, default=3, help="best classic solvers at N also scored at 1.5 N and 2 N")
+    ap.add_argument("--diffusers", action=argparse.BooleanOptionalAction, default=True,
+                    help="also score diffusers' own schedulers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--search", default="", help="search size overrides, e.g. samples=64,epochs=1 (smoke tests)")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-fashion")
@@ -167,7 +179,8 @@ def main():
     for name in args.models.split(","):
         model_rows = []
         for g in (float(x) for x in args.guidance.split(",")):
-            rows, quality, ev = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes)
+            rows, quality, ev = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes,
+                                    args.diffusers, args.top)
             for r in rows:
                 r["guidance"] = g
             model_rows += rows

@@ -42,6 +42,7 @@ Only local folders are read (:meth:`DiffusersAdapter.from_pretrained` / :func:`f
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -152,6 +153,8 @@ class DiffusersAdapter(torch.nn.Module):
         """
         root, sub = _local_model_dir(local_dir, subfolder, cls.default_subfolder)
         kwargs = {"local_files_only": True}
+        if importlib.util.find_spec("accelerate") is None:  # diffusers' default needs it and warns at every load
+            kwargs["low_cpu_mem_usage"] = False
         if torch_dtype is not None:
             kwargs["torch_dtype"] = torch_dtype
         model = cls.model_class.from_pretrained(str(root), subfolder=sub, **kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -205,12 +206,14 @@ def main():
             f"FD (classifier features, {args.eval_samples} samples against the 10k test images; biased upward at "
             f"this count, compare rows) and RMSE to a 100-step high-order solution from the same noise "
             f"({TARGET['rf']} on fashion-rf, {TARGET['ddpm']} on fashion-ddpm). Classic solvers: grid chosen per "
-            f"NFE by RMSE on {args.select_samples} samples. Searched: preset 'ours', seed 0, "
+            f"NFE by RMSE on {args.select_samples} samples; at 1.5 N and 2 N the {args.top} best classic solvers "
+            f"at N (by FD) on their grid, besides every classic solver where 1.5 N or 2 N is itself one of the "
+            f"NFEs. Searched: preset 'ours', seed 0, "
             f"{sizes['samples']} training + {sizes['val_samples']} validation samples, {sizes['epochs']} epochs, "
             f"batch {sizes['batch_size']}, searched at the guidance it is scored at. Bold: the searched solver "
             f"beats the best classic solver at equal NFE.", "",
-            f"Regenerate: `.venv/bin/python bench/fashion.py` ({time.perf_counter() - t0:.0f} s for this run, "
-            f"cached rows excluded).", ""] + sections
+            f"Regenerate: `.venv/bin/python bench/fashion.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+            + f" ({time.perf_counter() - t0:.0f} s for this run, cached rows excluded).", ""] + sections
     atomic.write_text(args.out / "results-fashion.md", "\n".join(text))
     atomic.write_text(args.out / "results-fashion.json", json.dumps(all_rows, indent=1) + "\n")
     print("\n".join(text))

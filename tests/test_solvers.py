@@ -405,6 +405,23 @@ def test_solver_for_another_schedule_is_refused():
         sample(build("euler", 4, RF), entry.wrap(None), torch.randn(2, 2))
 
 
+def test_solver_for_another_beta_range_is_refused_but_another_time_scale_runs():
+    """Same schedule name, other betas: the grid and coefficients were fitted to other alphas (paper App. D)."""
+    from solversearch.models import ModelEntry
+    from solversearch.models.gmm import GaussianMixture
+
+    def entry(schedule):
+        net = GaussianMixture(schedule, "epsilon", dim=2, num_classes=2, per_class=1, seed=0)
+        return ModelEntry("g", net, schedule, "epsilon", (2,), num_classes=2, null_label=2)
+
+    noise = torch.randn(3, 2, dtype=F64)
+    solver = build("ddim", 4, VP)
+    with pytest.raises(SolverError, match="beta_max=20.0.*beta_max=10.0"):
+        sample(solver, entry(VPLinear(beta_max=10.0)).wrap(None), noise)
+    rescaled = entry(VPLinear(time_scale=1.0))  # only what the network is fed differs
+    torch.testing.assert_close(sample(solver, rescaled.wrap(None), noise), sample(solver, entry(VP).wrap(None), noise))
+
+
 # --- time grids ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("schedule", [RF, VP, DDPMDiscrete()], ids=lambda s: s.name)

@@ -20,6 +20,7 @@ get their own loop: Heun (two model calls per step) and UniPC (a corrector that 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -231,9 +232,23 @@ def _lam(schedule: Schedule, times: torch.Tensor) -> torch.Tensor:
 
 
 def check_compatible(solver: Solver, schedule: Schedule) -> None:
+    """Refuse a solver written for another noise schedule.
+
+    The coefficients and the time grid are fitted to one schedule's alpha and sigma (paper App. D: they do not
+    transfer), so every parameter that shapes them must match, not only the name.  The network time scale only
+    changes what the network is fed, so it may differ (the paper's SiT solvers run on any rectified flow).
+    """
     if solver.schedule.get("name") != schedule.name:
         raise SolverError(f"solver {solver.name!r} is for the {solver.schedule.get('name')!r} schedule, "
                           f"but the model uses {schedule.name!r}")
+    own = schedule_config(schedule)
+    for key, value in solver.schedule.items():
+        if key in ("name", "time_scale") or key not in own:
+            continue
+        if not math.isclose(float(value), float(own[key]), rel_tol=1e-6):
+            raise SolverError(f"solver {solver.name!r} was made for {schedule.name} with {key}={value}, but the "
+                              f"model's schedule has {key}={own[key]}; coefficients do not transfer across noise "
+                              f"schedules: search a solver for this model")
     for t in (solver.times[0], solver.times[-1]):
         if not schedule.contains(t):
             raise SolverError(f"solver {solver.name!r} has time {t} outside the schedule's range {schedule.span}")

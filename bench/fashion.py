@@ -212,8 +212,8 @@ def main():
             f"{sizes['samples']} training + {sizes['val_samples']} validation samples, {sizes['epochs']} epochs, "
             f"batch {sizes['batch_size']}, searched at the guidance it is scored at. Bold: the searched solver "
             f"beats the best classic solver at equal NFE.", "",
-            f"Regenerate: `.venv/bin/python bench/fashion.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
-            + f" ({time.perf_counter() - t0:.0f} s for this run, cached rows excluded).", ""] + sections
+            f"Regenerate: `{' '.join(['.venv/bin/python bench/fashion.py', *sys.argv[1:]])}` "
+            f"({time.perf_counter() - t0:.0f} s for this run, cached rows excluded).", ""] + sections
     atomic.write_text(args.out / "results-fashion.md", "\n".join(text))
     atomic.write_text(args.out / "results-fashion.json", json.dumps(all_rows, indent=1) + "\n")
     print("\n".join(text))

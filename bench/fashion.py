@@ -165,6 +165,14 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
     return rows, quality, ev
 
 
+def data_floor(n: int, draws: int = 3) -> list[float]:
+    """FD of ``n`` real training images to the test set: what a perfect model scores at this sample count."""
+    from solversearch.data.fashion import load_fashion
+
+    x = load_fashion("train")[0]
+    return [_fd().fd(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(k))[:n]]) for k in range(draws)]
+
+
 def summary(rows: list[dict], nfes) -> str:
     def at(n):  # the best classic row at NFE n by FD (any grid scored there)
         return harness.best_classic(rows, n, metric="fd")
@@ -243,9 +251,11 @@ def main():
         plots.plot_error_vs_nfe(plot_rows, args.out / f"results-fashion-{name}.png", "fd",
                                 title=f"{name}: FD vs NFE (each solver on its best grid)")
         sections += [f"![{name}](results-fashion-{name}.png)", ""]
+    floor = data_floor(args.eval_samples)
     text = ["# Bundled image models: searched solver vs classic solvers", "",
             f"FD (classifier features, {args.eval_samples} samples against the 10k test images; biased upward at "
-            f"this count, compare rows) and RMSE to a 100-step high-order solution from the same noise "
+            f"this count: {args.eval_samples} real training images score {min(floor):.2f}-{max(floor):.2f} over "
+            f"3 draws; compare rows) and RMSE to a 100-step high-order solution from the same noise "
             f"({TARGET['rf']} on fashion-rf, {TARGET['ddpm']} on fashion-ddpm). Classic solvers: grid chosen per "
             f"NFE by RMSE on {args.select_samples} samples; at 1.5 N and 2 N the {args.top} best classic solvers "
             f"at N (by FD) on their grid, besides every classic solver where 1.5 N or 2 N is itself one of the "

@@ -214,6 +214,7 @@ def main():
     ap.add_argument("--top", type=int, default=3, help="best classic solvers at N also scored at 1.5 N and 2 N")
     ap.add_argument("--diffusers", action=argparse.BooleanOptionalAction, default=True,
                     help="also score diffusers' own schedulers")
+    ap.add_argument("--diffusers-guidance", default="", help="only at these guidance scales (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--search", default="", help="search size overrides, e.g. samples=64,epochs=1 (smoke tests)")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-fashion")
@@ -230,7 +231,9 @@ def main():
         model_rows = []
         for g in (float(x) for x in args.guidance.split(",")):
             rows, quality, ev = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes,
-                                    args.diffusers, args.top)
+                                    args.diffusers and (not args.diffusers_guidance or g in
+                                                        [float(x) for x in args.diffusers_guidance.split(",")]),
+                                    args.top)
             for r in rows:
                 r["guidance"] = g
             model_rows += rows
@@ -264,7 +267,9 @@ def main():
             f"accurate classic solvers (by RMSE) at each NFE. Searched: preset 'ours', seed 0, "
             f"{sizes['samples']} training + {sizes['val_samples']} validation samples, {sizes['epochs']} epochs, "
             f"batch {sizes['batch_size']}, searched at the guidance it is scored at. Bold: the searched solver "
-            f"beats the best classic solver at equal NFE (by FD; by FD to model).", "",
+            f"beats the best classic solver at equal NFE (by FD; by FD to model). diffusers' own schedulers: "
+            + ("not run" if not args.diffusers else f"at guidance {args.diffusers_guidance}"
+               if args.diffusers_guidance else "at every guidance") + ".", "",
             f"Regenerate: `{' '.join(['.venv/bin/python bench/fashion.py', *sys.argv[1:]])}` "
             f"({time.perf_counter() - t0:.0f} s for this run, cached rows excluded).", ""] + sections
     atomic.write_text(args.out / "results-fashion.md", "\n".join(text))

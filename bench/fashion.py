@@ -55,14 +55,16 @@ def eval_set(entry, n: int, guidance: float, cache: Path) -> harness.EvalSet:
     larger = [p for p in larger if int(p.stem.rsplit("-n", 1)[1]) > n]
     if not f.exists() and larger:
         ev = eval_set(entry, int(larger[0].stem.rsplit("-n", 1)[1]), guidance, cache)
+        factory = entry.extra.get("metrics")
         return harness.EvalSet(ev.noise[:n], None if ev.labels is None else ev.labels[:n], ev.target[:n],
-                               ev.guidance, ev.target_kind, ev.data_range, ev.metrics)
+                               ev.guidance, ev.target_kind, ev.data_range,
+                               dict(factory(ev.target[:n])) if factory else {})
     if f.exists():
         t = load_file(str(f))
         kind = json.loads(f.with_suffix(".json").read_text())
         factory = entry.extra.get("metrics")
         return harness.EvalSet(t["noise"], t.get("labels"), t["target"], guidance, kind["target"],
-                               kind["data_range"], dict(factory()) if factory else {})
+                               kind["data_range"], dict(factory(t["target"])) if factory else {})
     ev = harness.make_eval_set(entry, n, guidance=guidance, target=TARGET[entry.schedule.name], batch=256,
                                progress=True)
     tensors = {"noise": ev.noise.contiguous(), "target": ev.target.contiguous()}
@@ -94,11 +96,14 @@ def fd_to_model(solver, entry, ev: harness.EvalSet) -> float:
 
 
 def add_fd_to_model(rows: list[dict], entry, ev, nfes, tag: str, cache: Path) -> None:
-    """``fd_model`` on the searched row and the three most accurate classic rows (by RMSE) at each NFE."""
+    """``fd_model`` on the searched row and the three most accurate classic rows (by RMSE) at each NFE, where a
+    row cached before the metric existed lacks it."""
     for nfe in nfes:
         classic_at = sorted((r for r in rows if r["nfe"] == nfe and r["solver"] in classic.SOLVERS),
                             key=lambda r: r["rmse"])[:3]
         for r in [r for r in rows if r["nfe"] == nfe and r["solver"] == "searched"] + classic_at:
+            if "fd_model" in r:
+                continue
             if r["solver"] == "searched":
                 solver = io.load(cache / f"{tag}-solver-nfe{nfe}.json")
             else:

@@ -138,14 +138,20 @@ def test_main_job_on_the_image_model_writes_fd_report_grid_and_curves(tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "report.json").read_text())
     searched = [x for x in rows if x["solver"] == "searched"]
-    assert len(searched) == 1 and all(x["fd"] >= 0 and x["samples"] == 8 for x in rows)
+    assert len(searched) == 1 and all(x["fd"] >= 0 and x["fd_model"] > -1e-4 and x["samples"] == 8 for x in rows)
+    # the evaluation target itself (ab2:10 from the same noises) is at distance 0 from the model's samples (up to
+    # the rounding of a rank-deficient 8-sample covariance), every other solver farther
+    target_row = [x for x in rows if x["solver"] == "ab2" and x["nfe"] == 10 and x["grid"] == "uniform-t"]
+    assert len(target_row) == 1 and abs(target_row[0]["fd_model"]) < 1e-4
+    assert min(x["fd_model"] for x in rows if x is not target_row[0]) > 1e-3
     # every classic solver at NFE 3, and the best three also at other NFEs
     assert {"euler", "ab2", "dpm++2m", "ipndm", "unipc"} <= {x["solver"] for x in rows if x["nfe"] == 3}
     assert len({x["solver"] for x in rows if x["nfe"] == 10}) == 3
     for f in ("samples.png", "error_vs_nfe.png", "solver-nfe3.png"):
         assert (out / f).read_bytes()[:4] == b"\x89PNG", f
     report = (out / "report.md").read_text()
-    assert "## FD" in report and "## RMSE" in report and "FD " in r.output and "classic needs NFE" in r.output
+    assert "## FD" in report and "## FD to model" in report and "## RMSE" in report and "FD " in r.output
+    assert "classic needs NFE" in r.output and (out / "fd_model_vs_nfe.png").is_file()
 
 
 def test_sample_grid_png_with_a_preset_on_the_ddpm_image_model(tmp_path):

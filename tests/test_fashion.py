@@ -119,6 +119,21 @@ def test_fd_separates_real_images_from_noise_blur_and_shifts(fashion_fd):
     assert fd_noise > 2 * max(fd_blur, fd_shift), (fd_noise, fd_blur, fd_shift)
 
 
+@needs_classifier
+def test_fd_to_model_is_zero_on_the_model_samples_and_grows_with_their_distortion(fashion_fd):
+    from solversearch.models.fashion import fd_metrics
+
+    x, _ = fdata.load_fashion("train")
+    model_samples = x[:400]  # stands in for a model's own samples from the evaluation noises
+    metrics = fd_metrics(model_samples)
+    assert metrics["fd"](model_samples) == pytest.approx(fashion_fd.fd(model_samples), rel=1e-12)
+    assert abs(metrics["fd_model"](model_samples)) < 1e-8
+    noise = torch.randn(model_samples.shape, generator=torch.Generator().manual_seed(0))
+    dist = [metrics["fd_model"]((model_samples + a * noise).clamp(-1, 1)) for a in (0.05, 0.2, 0.5)]
+    assert 0 < dist[0] < dist[1] < dist[2], dist
+    assert "fd_model" not in fd_metrics()
+
+
 def test_missing_classifier_weights_name_the_training_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="--what classifier"):
         fdmod.load_classifier(tmp_path)

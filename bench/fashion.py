@@ -84,15 +84,9 @@ def _fd():
 
 
 def fd_to_model(solver, entry, ev: harness.EvalSet) -> float:
-    """FD of the solver's samples to the model's own 100-step samples from the same noises and labels.
-
-    A perfect solver scores 0 here whatever the model's quality; FD to the test set instead rewards any bias that
-    happens to move the samples towards the data (few-step solvers smooth away artefacts of a small model).
-    """
-    from solversearch.evaluation.fd import frechet_distance
-
-    x = harness.run_solver(solver, entry, ev.noise, ev.labels, ev.guidance, 256)
-    return frechet_distance(*_fd().stats(x), *_fd().stats(ev.target))
+    """FD of the solver's samples to the model's own 100-step samples from the same noises and labels (the
+    ``fd_model`` metric of :func:`solversearch.models.fashion.fd_metrics`), for rows cached without it."""
+    return ev.metrics["fd_model"](harness.run_solver(solver, entry, ev.noise, ev.labels, ev.guidance, 256))
 
 
 def add_fd_to_model(rows: list[dict], entry, ev, nfes, tag: str, cache: Path) -> None:

@@ -107,7 +107,7 @@ def add_fd_to_model(rows: list[dict], entry, ev, nfes, tag: str, cache: Path) ->
 
 
 def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int, cache: Path,
-        search_sizes: dict, diffusers: bool = True, top: int = 3) -> list[dict]:
+        search_sizes: dict, diffusers: bool = True, top: int = 3, search_missing: bool = True) -> list[dict]:
     entry = get_model(name)
     tag = f"{name}-g{guidance}-n{n_eval}"  # rows are scores on this evaluation set
     t0 = time.perf_counter()
@@ -137,6 +137,9 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
     refs = None
     for nfe in nfes:
         f = cache / f"{tag}-searched-{nfe}.json"
+        if not f.exists() and not search_missing:
+            log(f"{tag}: no cached search at NFE {nfe} (--no-search-missing)")
+            continue
         if not f.exists():
             cfg = SearchConfig(nfe=nfe, guidance=guidance, **sizes)
             refs = refs or prepare_references(entry, cfg, progress=True)
@@ -216,6 +219,8 @@ def main():
     ap.add_argument("--diffusers-guidance", default="", help="only at these guidance scales (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--search", default="", help="search size overrides, e.g. samples=64,epochs=1 (smoke tests)")
+    ap.add_argument("--search-missing", action=argparse.BooleanOptionalAction, default=True,
+                    help="search where no searched solver is cached (--no-search-missing: report cached ones only)")
     ap.add_argument("--skip", default="", help="model:guidance pairs left out, e.g. fashion-ddpm:1")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-fashion")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -237,7 +242,7 @@ def main():
             rows, quality, ev = run(name, g, nfes, args.eval_samples, args.select_samples, args.cache, sizes,
                                     args.diffusers and (not args.diffusers_guidance or g in
                                                         [float(x) for x in args.diffusers_guidance.split(",")]),
-                                    args.top)
+                                    args.top, args.search_missing)
             for r in rows:
                 r["guidance"] = g
             model_rows += rows

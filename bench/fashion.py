@@ -14,7 +14,6 @@ docs/results-fashion.md, docs/results-fashion.json and docs/results-fashion-<mod
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -50,21 +49,17 @@ def eval_set(entry, n: int, guidance: float, cache: Path) -> harness.EvalSet:
     from safetensors.torch import load_file, save_file
 
     f = cache / f"eval-{entry.name}-g{guidance}-n{n}.safetensors"
-    larger = sorted(cache.glob(f"eval-{entry.name}-g{guidance}-n*.safetensors"),
-                    key=lambda p: int(p.stem.rsplit("-n", 1)[1]))
-    larger = [p for p in larger if int(p.stem.rsplit("-n", 1)[1]) > n]
+    sizes = [int(p.stem.rsplit("-n", 1)[1]) for p in cache.glob(f"eval-{entry.name}-g{guidance}-n*.safetensors")]
+    larger = min((k for k in sizes if k > n), default=None)
     if not f.exists() and larger:
-        ev = eval_set(entry, int(larger[0].stem.rsplit("-n", 1)[1]), guidance, cache)
-        factory = entry.extra.get("metrics")
+        ev = eval_set(entry, larger, guidance, cache)
         return harness.EvalSet(ev.noise[:n], None if ev.labels is None else ev.labels[:n], ev.target[:n],
-                               ev.guidance, ev.target_kind, ev.data_range,
-                               dict(factory(ev.target[:n])) if factory else {})
+                               ev.guidance, ev.target_kind, ev.data_range, harness.model_metrics(entry, ev.target[:n]))
     if f.exists():
         t = load_file(str(f))
         kind = json.loads(f.with_suffix(".json").read_text())
-        factory = entry.extra.get("metrics")
         return harness.EvalSet(t["noise"], t.get("labels"), t["target"], guidance, kind["target"],
-                               kind["data_range"], dict(factory(t["target"])) if factory else {})
+                               kind["data_range"], harness.model_metrics(entry, t["target"]))
     ev = harness.make_eval_set(entry, n, guidance=guidance, target=TARGET[entry.schedule.name], batch=256,
                                progress=True)
     tensors = {"noise": ev.noise.contiguous(), "target": ev.target.contiguous()}
@@ -74,13 +69,6 @@ def eval_set(entry, n: int, guidance: float, cache: Path) -> harness.EvalSet:
         save_file(tensors, str(tmp))
     atomic.write_text(f.with_suffix(".json"), json.dumps({"target": ev.target_kind, "data_range": ev.data_range}))
     return ev
-
-
-@functools.lru_cache(maxsize=1)
-def _fd():
-    from solversearch.evaluation.fd import FashionFD
-
-    return FashionFD()
 
 
 def fd_to_model(solver, entry, ev: harness.EvalSet) -> float:
@@ -170,9 +158,10 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
 def data_floor(n: int, draws: int = 3) -> list[float]:
     """FD of ``n`` real training images to the test set: what a perfect model scores at this sample count."""
     from solversearch.data.fashion import load_fashion
+    from solversearch.models.fashion import fd_metrics
 
-    x = load_fashion("train")[0]
-    return [_fd().fd(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(k))[:n]]) for k in range(draws)]
+    x, fd = load_fashion("train")[0], fd_metrics()["fd"]
+    return [fd(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(k))[:n]]) for k in range(draws)]
 
 
 def summary(rows: list[dict], nfes) -> str:

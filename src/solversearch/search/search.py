@@ -18,7 +18,7 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -117,9 +117,43 @@ class SearchResult:
     start: Solver
     history: list = field(default_factory=list)  # one dict per epoch: epoch, train_loss, val_rmse, lr
     seconds: dict = field(default_factory=dict)
+    # rows through the network (a guided pair counts 2) by stage: warm_start, search (training + validation)
+    evaluations: dict = field(default_factory=dict)
 
 
 # --- pieces -------------------------------------------------------------------------------------------------
+
+class _CountingNet:
+    """The network with a count of the rows it has evaluated: the search's cost in model evaluations, measured
+    rather than estimated (the warm start, the training batches and the validation passes all go through it)."""
+
+    def __init__(self, net):
+        self.net, self.rows = net, 0
+
+    def __call__(self, x, t, **kw):
+        self.rows += int(x.shape[0])
+        return self.net(x, t, **kw)
+
+
+def search_evaluations(cfg: SearchConfig, schedule: Schedule, world: int = 1) -> dict:
+    """Rows the search sends through the network (a guided pair counts 2), references excluded.
+
+    The same count :func:`search` measures, from the configuration alone: it prices searches whose results were
+    cached before the count existed.  Training runs a backward pass through each of its rows too (about twice a
+    forward's cost); validation and the warm start do not.
+    """
+    cfg = cfg.resolved(schedule)
+    g = 1 if cfg.guidance == 1.0 else 2
+    per_sample = cfg.nfe * g
+    val = cfg.val_samples  # each rank scores its slice; together the whole set
+    warm = 0
+    if cfg.init == "auto":
+        n = len(start_candidates(schedule, cfg.nfe, cfg.form))
+        rough = min(val, world * math.ceil(START_SAMPLES / world))
+        warm = (n * rough + min(3, n) * val) * per_sample
+    train = cfg.epochs * cfg.samples * per_sample
+    validation = (1 + cfg.epochs) * val * per_sample  # the start's score, then one pass per epoch
+    return {"warm_start": warm, "search": train + validation, "train": train, "validation": validation}
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
@@ -263,6 +297,9 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
     cfg = config.resolved(schedule)
     clock = {}
     refs = references or prepare_references(entry, cfg, cache_dir, progress)
+    counter = _CountingNet(entry.net)
+    entry = replace(entry, net=counter)
+    evaluations = {}
     clock["reference"] = 0.0 if references is not None else refs.seconds
     mine_val = dd.my_slice(cfg.val_samples)
     v_noise, v_target = refs.val_noise[mine_val], refs.val.final[mine_val]
@@ -285,6 +322,8 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
     t0 = time.perf_counter()
     start = choose_start(schedule, cfg, val_rmse, log if dd.is_main() else (lambda m: None))
     clock["warm_start"] = time.perf_counter() - t0
+    evaluations["warm_start"] = dd.sum_scalars(float(counter.rows))[0]
+    counter.rows = 0
     form = start.form
 
     start_M = start.matrix()
@@ -370,6 +409,8 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
     finally:
         bar.close()
     clock["search"] = time.perf_counter() - t0
+    evaluations["search"] = dd.sum_scalars(float(counter.rows))[0]
+    evaluations = {k: int(v) for k, v in evaluations.items()}
 
     meta = {
         "model": entry.name,
@@ -380,13 +421,14 @@ def search(entry: ModelEntry, config: SearchConfig, *, progress: bool = True, lo
         "start": {"solver": start.name, "grid": start.meta.get("grid"), "val_rmse": st["start_err"]},
         "metrics": {"val_rmse": st["best_err"], "val_samples": cfg.val_samples, "reference": cfg.reference},
         "seconds": clock,
+        "evaluations": evaluations,
         "processes": dd.world(),
     }
     best = best_solver() or solver_of(r, c)
     if dd.is_main():
         log(f"NFE {cfg.nfe}: val RMSE {st['start_err']:.4g} ({start.name}) -> {st['best_err']:.4g} (searched) "
             f"in {sum(clock.values()):.1f} s")
-    return SearchResult(best.replace(meta=meta), start, st["history"], clock)
+    return SearchResult(best.replace(meta=meta), start, st["history"], clock, evaluations)
 
 
 def _loss(entry, cfg, refs, idx, r, c, mask, form, st, best_solver) -> torch.Tensor:
@@ -417,4 +459,4 @@ def _loss(entry, cfg, refs, idx, r, c, mask, form, st, best_solver) -> torch.Ten
 
 
 __all__ = ["SearchConfig", "SearchResult", "SearchDiverged", "SearchInterrupted", "References", "search",
-           "prepare_references", "evaluate", "PRESETS"]
+           "prepare_references", "evaluate", "search_evaluations", "PRESETS"]

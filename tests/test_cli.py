@@ -79,6 +79,8 @@ def test_search_writes_solver_report_and_plot(tmp_path):
     assert any(r["solver"] == "searched" for r in rows) and any(r["solver"] == "dpm++2m" for r in rows)
     assert (out / "solver-nfe4.png").read_bytes()[:4] == b"\x89PNG"
     assert "| searched |" in (out / "report.md").read_text()
+    spent = solver.meta["evaluations"]  # the search's cost is printed and kept in the solver file
+    assert spent["search"] > 0 and f"NFE 4 {spent['warm_start'] + spent['search']:,}" in r.output
 
 
 def test_bench_json_rows_and_sample(tmp_path):

@@ -237,7 +237,7 @@ def search(model_name, nfe_text, out, eval_samples, eval_target, resume, quiet, 
     select_samples = kw.pop("select_samples")
     nfes = parse_nfes(nfe_text)
     out = _writable_dir(out)
-    written, rows, timing = [], [], {}
+    written, rows, timing, evaluations = [], [], {}, {}
     t0 = time.perf_counter()
     refs = prepare_references(entry, _config(nfes[0], kw), cache_dir, progress=not quiet)
     timing["reference trajectories"] = time.perf_counter() - t0
@@ -253,6 +253,7 @@ def search(model_name, nfe_text, out, eval_samples, eval_target, resume, quiet, 
                 click.echo(f"best solver so far written to {path}", err=True)
             raise click.ClickException(str(e)) from None
         timing[f"search NFE {nfe}"] = time.perf_counter() - t0
+        evaluations[f"NFE {nfe}"] = result.evaluations
         if main_rank:
             io.save(result.solver, path)
             plots.plot_solver(result.solver, out / f"solver-nfe{nfe}.png", reference=result.start)
@@ -283,6 +284,8 @@ def search(model_name, nfe_text, out, eval_samples, eval_target, resume, quiet, 
         _summary(scored, nfes, metric)
     if main_rank:
         say("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
+        say("model evaluations (rows through the network, references excluded): " + ", ".join(
+            f"{k} {e['warm_start'] + e['search']:,} (warm start {e['warm_start']:,})" for k, e in evaluations.items()))
         say("files written:")
         for p in written:
             say(f"  {p}")

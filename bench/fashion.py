@@ -120,7 +120,7 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
 
     grid_file = cache / f"{name}-g{guidance}-s{n_select}-grids.json"
     best_grid = json.loads(grid_file.read_text()) if grid_file.exists() else {}
-    missing = [n for n in nfes if not any(k.endswith(f"@{n}") for k in best_grid)]
+    missing = [n for n in nfes if f"euler@{n}" not in best_grid]  # euler exists at every NFE (Heun only at some)
     if missing:  # a cached file holds the NFEs of earlier runs; add the new ones
         best_grid.update(grids(missing))
         atomic.write_text(grid_file, json.dumps(best_grid))

@@ -295,12 +295,12 @@ def plot_overview(rows, path) -> None:
     for ax, (m, g, metric, rs) in zip(axes.flat, panels_):
         first = min(r["nfe"] for r in rs if is_searched(r))
         nfes = sorted({r["nfe"] for r in rs if first <= r["nfe"] <= 10})
-        for label, names in families.items():
+        for i, (label, names) in enumerate(families.items()):  # fixed colours: a family may lack rows
             pts = [(n, min((r[metric] for r in rs if r["nfe"] == n and r["solver"] in names), default=None))
                    for n in nfes]
             pts = [(n, v) for n, v in pts if v is not None]
             if pts:
-                ax.plot(*zip(*pts), "o-", ms=3, lw=1, label=label)
+                ax.plot(*zip(*pts), "o-", ms=3, lw=1, label=label, color=f"C{i}")
         pts = [(n, searched_value(rs, n, metric)) for n in nfes if searched_value(rs, n, metric) is not None]
         ax.plot(*zip(*pts), "s-", color="black", lw=2, label="searched")
         ax.set_yscale("log")
@@ -357,7 +357,8 @@ def compose(argv: list[str], stages: str, fid_rows: list[dict], seconds: float) 
             "(continuous VP, epsilon), scored by RMSE to the exact ODE solution (dopri5, float64, 4096 samples); the "
             "Fashion-MNIST models `fashion-rf` (flow, velocity) and `fashion-ddpm` (discrete DDPM, epsilon), scored "
             "by RMSE to the model's own 100-step solution, FD to that solution's samples (*FD to model*, 0 for a "
-            "perfect solver) and FD to the test set (classifier features, 256 samples; biased upward at this count, "
+            "perfect solver; scored on the searched solver, the three most accurate classic solvers at each NFE "
+            "and diffusers' schedulers) and FD to the test set (classifier features, 256 samples; biased upward at this count, "
             "compare rows). Classic solvers: each on its best time grid at each NFE. Searched: preset `ours` "
             "(on the mixtures the worst of 3 seeds). All on a 2-core CPU, no GPU.", "",
             f"Regenerate: `.venv/bin/python bench/results.py {' '.join(shlex.quote(a) for a in argv)}` (every "

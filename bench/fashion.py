@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from solversearch import atomic
-from solversearch.cli import _preset_rows, parse_nfes
+from solversearch.cli import UserError, _preset_rows, parse_nfes
 from solversearch.evaluation import harness, peers, plots
 from solversearch.models import get_model, run_sizes
 from solversearch.search.search import SearchConfig, prepare_references, search
@@ -151,8 +151,8 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
             res = search(entry, cfg, references=refs, progress=True, log=lambda m: None)
             io.save(res.solver, cache / f"{tag}-solver-nfe{nfe}.json")
             row = harness.score(res.solver, entry, ev, "searched", "searched")
-            row.update(search_seconds=round(time.perf_counter() - t1, 1), reference_seconds=round(refs.seconds, 1), evaluations=res.evaluations,
-                       start=f"{res.start.name}:{res.start.meta.get('grid')}")
+            row.update(search_seconds=round(time.perf_counter() - t1, 1), reference_seconds=round(refs.seconds, 1),
+                       evaluations=res.evaluations, start=f"{res.start.name}:{res.start.meta.get('grid')}")
             atomic.write_text(f, json.dumps(row))
             log(f"{tag}: searched NFE {nfe}: FD {row['fd']:.4g}, RMSE {row['rmse']:.4g} "
                 f"({row['search_seconds']} s, start {row['start']})")
@@ -244,7 +244,10 @@ def main():
     for item in (x for x in args.nfe_for.split(";") if x):
         pair, _, spec = item.partition("=")
         m, _, g = pair.partition(":")
-        nfe_for[(m, float(g))] = parse_nfes(spec)
+        try:
+            nfe_for[(m, float(g))] = parse_nfes(spec)
+        except (ValueError, UserError) as e:
+            ap.error(f"--nfe-for {item!r}: expected MODEL:GUIDANCE=NFES, e.g. fashion-rf:1=3-10 ({e})")
     for name in args.models.split(","):
         model_rows = []
         for g in (float(x) for x in args.guidance.split(",")):

@@ -223,6 +223,12 @@ def cached_eval(model: str, g: float, n: int):
     return t["noise"][:n], None if "labels" not in t else t["labels"][:n], t["target"][:n]
 
 
+def searched_file(model: str, g: float, nfe: int) -> Path | None:
+    """The fashion stage's searched solver for (model, guidance, NFE), whatever its evaluation-set size."""
+    found = sorted((ROOT / "runs" / "bench-fashion").glob(f"{model}-g{g}-n*-solver-nfe{nfe}.json"))
+    return found[0] if found else None
+
+
 def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
     """Standard FID of the searched solver, the best classic solver (by RMSE) and the model's own 100-step
     samples at each NFE in ``nfes``, for every image model and guidance the fashion stage searched."""
@@ -235,21 +241,20 @@ def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
                     and r["solver"] == "searched"})
     for model, g in pairs:
         entry = get_model(model)
-        tag = f"{model}-g{g}-n256"
         noise, labels, target = cached_eval(model, g, n)
         jobs = [("reference", None, target)]
         rs = select(rows, model, g, "rmse")
         for nfe in nfes:
-            solver_file = ROOT / "runs" / "bench-fashion" / f"{tag}-solver-nfe{nfe}.json"
+            solver_file = searched_file(model, g, nfe)
             best = best_of(rs, nfe, "rmse", "classic")
-            if solver_file.exists():
+            if solver_file is not None:
                 jobs.append((("searched", "searched", nfe), io.load(solver_file), None))
             if best:
                 jobs.append(((best["solver"], best["grid"], nfe),
                              classic.build(best["solver"], nfe, entry.schedule, best["grid"]), None))
         for key, solver, x in jobs:
-            name, grid, nfe = ("reference", "ab4:100" if "rf" in model else "dpm++3m:100", 100) if key == "reference" \
-                else key
+            reference = ("reference", "ab4:100" if entry.schedule.name == "rf" else "dpm++3m:100", 100)
+            name, grid, nfe = reference if key == "reference" else key
             f = cache / f"fid-{model}-g{g}-{name}-{grid}-{nfe}-n{n}-r{n_ref}.json"
             if not f.exists():
                 t0 = time.perf_counter()
@@ -323,13 +328,14 @@ def sample_grids(rows, nfe: int = 5, k: int = 10) -> list[str]:
     pairs = sorted({(r["model"], float(r["guidance"])) for r in rows if r["model"].startswith("fashion-")
                     and r["solver"] == "searched" and r["nfe"] == nfe})
     for model, g in pairs:
+        if searched_file(model, g, nfe) is None:
+            continue
         entry = get_model(model)
-        cache = ROOT / "runs" / "bench-fashion"
         noise, labels, target = cached_eval(model, g, k)
         rs = select(rows, model, g, "rmse")
         best = best_of(rs, nfe, "rmse", "classic")
         base = classic.build("euler" if entry.schedule.name == "rf" else "ddim", nfe, entry.schedule, "uniform-t")
-        grid = {f"searched NFE {nfe}": io.load(cache / f"{model}-g{g}-n256-solver-nfe{nfe}.json"),
+        grid = {f"searched NFE {nfe}": io.load(searched_file(model, g, nfe)),
                 f"{best['solver']} {best['grid']} NFE {nfe}": classic.build(best["solver"], nfe, entry.schedule,
                                                                               best["grid"]),
                 f"{base.name} NFE {nfe}": base}

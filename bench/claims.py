@@ -105,7 +105,7 @@ def fmt(x: float) -> str:
 def claim_equal_nfe(core_json: Path, fashion_json: Path) -> list[dict]:
     """Searched (worst seed) vs the best of each family at each searched NFE: RMSE on the exact models; RMSE, FD to
     model and FD to the test set on the image models (per guidance)."""
-    from solversearch.evaluation.headline import is_searched, searched_value
+    from solversearch.evaluation.headline import FAMILIES, METRIC_LABEL, is_searched, searched_value
 
     if not core_json.exists():
         return [{"claim": "beats Adams-type and DPM-Solver++/UniPC at equal NFE", "verdict": "not run",
@@ -120,8 +120,7 @@ def claim_equal_nfe(core_json: Path, fashion_json: Path) -> list[dict]:
             mrows = [r for r in rows if r["model"] == model and float(r.get("guidance", 1.0)) == g
                      and r.get(metric) is not None]
             nfes = sorted({r["nfe"] for r in mrows if is_searched(r)})
-            for family, names in (("Adams (ab2-4, ipndm)", ("ab2", "ab3", "ab4", "ipndm")),
-                                  ("DPM-Solver++ / UniPC", ("dpm++2m", "dpm++3m", "unipc"))):
+            for family, names in FAMILIES.items():
                 best = {n: min((r[metric] for r in mrows if r["solver"] in names and r["nfe"] == n), default=None)
                         for n in nfes}
                 ns = [n for n in nfes if best[n] is not None]
@@ -130,16 +129,13 @@ def claim_equal_nfe(core_json: Path, fashion_json: Path) -> list[dict]:
                 ratio = {n: searched_value(mrows, n, metric) / best[n] for n in ns}
                 lost = [n for n in ns if ratio[n] >= 1]
                 name = model if model.startswith("gmm-") else f"{model} w={g:g}"
-                out.append({"claim": f"beats {family} at equal NFE ({METRIC_NAME[metric]})", "model": name,
+                out.append({"claim": f"beats {family} at equal NFE ({METRIC_LABEL[metric]})", "model": name,
                             "evidence": f"NFE {', '.join(map(str, ns))}, searched (worst seed where several) / best "
                                         f"of the family: {min(ratio.values()):.2f}-{max(ratio.values()):.2f}",
                             "verdict": "holds" if not lost else "does not hold" if len(lost) == len(ns) else
                             f"holds at NFE {', '.join(str(n) for n in ns if n not in lost)}; not at NFE "
                             f"{', '.join(map(str, lost))}"})
     return out
-
-
-METRIC_NAME = {"rmse": "RMSE", "fd_model": "FD to model", "fd": "FD to test set"}
 
 
 def claim_mse_vs_fd(fashion_json: Path) -> list[dict]:

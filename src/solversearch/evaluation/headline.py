@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from ..solvers import classic
 
+# how pages name the metrics of benchmark rows
+METRIC_LABEL = {"rmse": "RMSE", "fd": "FD to test set", "fd_model": "FD to model", "fid": "Inception FID"}
+# the solver families the paper compares against, by classic-solver name
+FAMILIES = {"Adams (ab2-4, iPNDM)": ("ab2", "ab3", "ab4", "ipndm"),
+            "DPM-Solver++ / UniPC": ("dpm++2m", "dpm++3m", "unipc")}
+
 KINDS = {
     "classic": lambda s: s in classic.SOLVERS,
     "diffusers": lambda s: s.startswith("diffusers:"),
@@ -56,4 +62,5 @@ def rewards_error(rows: list[dict], metric: str, at: int = 10) -> bool:
                                     for k in range(1, at))
 
 
-__all__ = ["is_searched", "searched_value", "best_of", "equal_quality_nfe", "rewards_error", "KINDS"]
+__all__ = ["is_searched", "searched_value", "best_of", "equal_quality_nfe", "rewards_error", "KINDS",
+           "METRIC_LABEL", "FAMILIES"]

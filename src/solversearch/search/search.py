@@ -155,6 +155,7 @@ def search_evaluations(cfg: SearchConfig, schedule: Schedule, world: int = 1) ->
     validation = (1 + cfg.epochs) * val * per_sample  # the start's score, then one pass per epoch
     return {"warm_start": warm, "search": train + validation, "train": train, "validation": validation}
 
+
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
 

@@ -378,8 +378,9 @@ def compose(argv: list[str], stages: str, fid_rows: list[dict], seconds: float) 
         s5 = searched_value(rs, 5, metric)
         b8 = best_of(rs, 8, metric, "classic")
         ok8 = s5 is not None and b8 is not None and s5 <= b8[metric]
-        verdicts.append(f"- {model} w={g:g}, {METRIC_LABEL[metric]}: beats the best classic solver at NFE "
-                        f"{fmt_nfes([n for n in nfes if n >= 4 and n not in lost]) or 'none'}"
+        won = fmt_nfes([n for n in nfes if n >= 4 and n not in lost])
+        verdicts.append(f"- {model} w={g:g}, {METRIC_LABEL[metric]}: beats the best classic solver at "
+                        + (f"NFE {won}" if won else "no NFE")
                         + (f"; **misses at NFE {fmt_nfes(lost)}**" if lost else "")
                         + ("" if s5 is None or b8 is None else
                            f"; NFE 5 vs best classic at NFE 8: {s5:.3g} vs {b8[metric]:.3g} "

@@ -395,7 +395,8 @@ def compose(argv: list[str], stages: str, fid_rows: list[dict], seconds: float) 
              "are cells it wins in RMSE (lower error on average, spent differently on the classifier's features). "
              "The gap is widest at NFE 3-4 on fashion-ddpm (its FD to model tables): the searched samples are nearer "
              "the model's own in pixels but not in the classifier's features -- the paper's caveat that a lower "
-             "trajectory MSE need not give a lower FD (tested under claims). At 256 samples an FD difference of a few percent is also within its sampling noise.", ""]
+             "trajectory MSE need not give a lower FD (tested under claims). "
+             "At 256 samples an FD difference of a few percent is also within its sampling noise.", ""]
     text += ["## Per model", ""]
     for model, g, metric, rs in panels(rows):
         table, _ = model_table(rs, metric)

@@ -181,8 +181,6 @@ def scoreboard(rows) -> list[str]:
 
 # --- search cost --------------------------------------------------------------------------------------------
 
-
-
 def search_cost(rows) -> list[str]:
     """Wall time and model evaluations of each searched row (measured where the row has them, otherwise from
     :func:`search_evaluations`, which the test suite holds equal to the measured count)."""
@@ -219,7 +217,7 @@ def searched_file(model: str, g: float, nfe: int) -> Path | None:
 def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
     """Standard FID of the searched solver, the best classic solver (by RMSE) and the model's own 100-step
     samples at each NFE in ``nfes``, for every image model and guidance the fashion stage searched."""
-    from fashion import eval_set  # bench/fashion.py's cached evaluation sets, the first n of a larger one
+    from fashion import TARGET, eval_set  # bench/fashion.py's reference solvers and cached evaluation sets
 
     from solversearch.evaluation.fd import InceptionFID
     from solversearch.models import get_model
@@ -232,7 +230,8 @@ def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
         entry = get_model(model)
         ev = eval_set(entry, n, g, FASHION_CACHE)
         noise, labels, target = ev.noise, ev.labels, ev.target
-        jobs = [("reference", None, target)]
+        ref_label = ":".join(TARGET[entry.schedule.name].split(":")[:2])  # solver:steps, e.g. ab4:100
+        jobs = [(("reference", ref_label, 100), None, target)]
         rs = select(rows, model, g, "rmse")
         for nfe in nfes:
             solver_file = searched_file(model, g, nfe)
@@ -242,9 +241,7 @@ def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
             if best:
                 jobs.append(((best["solver"], best["grid"], nfe),
                              classic.build(best["solver"], nfe, entry.schedule, best["grid"]), None))
-        for key, solver, x in jobs:
-            reference = ("reference", "ab4:100" if entry.schedule.name == "rf" else "dpm++3m:100", 100)
-            name, grid, nfe = reference if key == "reference" else key
+        for (name, grid, nfe), solver, x in jobs:
             f = cache / f"fid-{model}-g{g}-{name}-{grid}-{nfe}-n{n}-r{n_ref}.json"
             if not f.exists():
                 t0 = time.perf_counter()
@@ -319,7 +316,8 @@ def sample_grids(rows, nfe: int = 5, k: int = 10) -> list[str]:
     pairs = sorted({(r["model"], float(r["guidance"])) for r in rows if r["model"].startswith("fashion-")
                     and r["solver"] == "searched" and r["nfe"] == nfe})
     for model, g in pairs:
-        if searched_file(model, g, nfe) is None:
+        solver_file = searched_file(model, g, nfe)
+        if solver_file is None:
             continue
         entry = get_model(model)
         ev = eval_set(entry, k, g, FASHION_CACHE)
@@ -327,7 +325,7 @@ def sample_grids(rows, nfe: int = 5, k: int = 10) -> list[str]:
         rs = select(rows, model, g, "rmse")
         best = best_of(rs, nfe, "rmse", "classic")
         base = classic.build("euler" if entry.schedule.name == "rf" else "ddim", nfe, entry.schedule, "uniform-t")
-        grid = {f"searched NFE {nfe}": io.load(searched_file(model, g, nfe)),
+        grid = {f"searched NFE {nfe}": io.load(solver_file),
                 f"{best['solver']} {best['grid']} NFE {nfe}": classic.build(best["solver"], nfe, entry.schedule,
                                                                               best["grid"]),
                 f"{base.name} NFE {nfe}": base}
@@ -356,9 +354,9 @@ def compose(argv: list[str], stages: str, fid_rows: list[dict], seconds: float) 
             "Fashion-MNIST models `fashion-rf` (flow, velocity) and `fashion-ddpm` (discrete DDPM, epsilon), scored "
             "by RMSE to the model's own 100-step solution, FD to that solution's samples (*FD to model*, 0 for a "
             "perfect solver; scored on the searched solver, the three most accurate classic solvers at each NFE "
-            "and diffusers' schedulers) and FD to the test set (classifier features, 256 samples; biased upward at this count, "
-            "compare rows). Classic solvers: each on its best time grid at each NFE. Searched: preset `ours` "
-            "(on the mixtures the worst of 3 seeds). All on a 2-core CPU, no GPU.", "",
+            "and diffusers' schedulers) and FD to the test set (classifier features, 256 samples; biased upward at "
+            "this count, compare rows). Classic solvers: each on its best time grid at each NFE. Searched: preset "
+            "`ours` (on the mixtures the worst of 3 seeds). All on a 2-core CPU, no GPU.", "",
             f"Regenerate: `.venv/bin/python bench/results.py {' '.join(shlex.quote(a) for a in argv)}` (every "
             f"stage; each reuses its cached rows, so a rerun recomputes only what is missing; this page was composed "
             f"with stages {stages} in {seconds:.0f} s).", "",

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from solversearch import atomic
 from solversearch.cli import UserError, _preset_rows, parse_nfes
@@ -126,8 +127,10 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
         atomic.write_text(grid_file, json.dumps(best_grid))
     best_grid = {k: v for k, v in best_grid.items() if int(k.split("@")[1]) in nfes}
     rows = []
-    for key, grid in best_grid.items():
-        solver_name, nfe = key.split("@")
+    jobs = [(*key.split("@"), grid) for key, grid in best_grid.items()]
+    fresh = sum(not (cache / f"{tag}-{s}-{g}-{n}.json").exists() for s, n, g in jobs)  # a bar only for real work
+    for solver_name, nfe, grid in tqdm(jobs, desc=f"{tag}: classic solvers on their best grids", leave=False,
+                                       disable=fresh == 0):
         rows.append(cached(cache / f"{tag}-{solver_name}-{grid}-{nfe}.json", lambda: harness.score(
             classic.build(solver_name, int(nfe), entry.schedule, grid), entry, ev, solver_name, grid)))
     for nfe in nfes:

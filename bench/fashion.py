@@ -127,11 +127,14 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
         atomic.write_text(grid_file, json.dumps(best_grid))
     best_grid = {k: v for k, v in best_grid.items() if int(k.split("@")[1]) in nfes}
     rows = []
-    jobs = [(*key.split("@"), grid) for key, grid in best_grid.items()]
-    fresh = sum(not (cache / f"{tag}-{s}-{g}-{n}.json").exists() for s, n, g in jobs)  # a bar only for real work
-    for solver_name, nfe, grid in tqdm(jobs, desc=f"{tag}: classic solvers on their best grids", leave=False,
-                                       disable=fresh == 0):
-        rows.append(cached(cache / f"{tag}-{solver_name}-{grid}-{nfe}.json", lambda: harness.score(
+    jobs = []  # (solver, NFE, grid, the row's cache file)
+    for key, grid in best_grid.items():
+        solver_name, nfe = key.split("@")
+        jobs.append((solver_name, nfe, grid, cache / f"{tag}-{solver_name}-{grid}-{nfe}.json"))
+    fresh = sum(not f.exists() for *_, f in jobs)  # a bar only for real work
+    for solver_name, nfe, grid, f in tqdm(jobs, desc=f"{tag}: classic solvers on their best grids", leave=False,
+                                          disable=fresh == 0):
+        rows.append(cached(f, lambda: harness.score(
             classic.build(solver_name, int(nfe), entry.schedule, grid), entry, ev, solver_name, grid)))
     for nfe in nfes:
         rows += cached(cache / f"{tag}-presets-{nfe}.json", lambda: _preset_rows(entry, ev, nfe))

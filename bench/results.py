@@ -218,7 +218,7 @@ def searched_file(model: str, g: float, nfe: int) -> Path | None:
 def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
     """Standard FID of the searched solver, the best classic solver (by RMSE) and the model's own 100-step
     samples at each NFE in ``nfes``, for every image model and guidance the fashion stage searched."""
-    from fashion import TARGET, eval_set  # bench/fashion.py's reference solvers and cached evaluation sets
+    from fashion import eval_set  # bench/fashion.py's cached evaluation sets, the first n of a larger one
 
     from solversearch.evaluation.fd import InceptionFID
     from solversearch.models import get_model
@@ -231,8 +231,8 @@ def fid_stage(rows, n: int, n_ref: int, nfes, cache: Path) -> list[dict]:
         entry = get_model(model)
         ev = eval_set(entry, n, g, FASHION_CACHE)
         noise, labels, target = ev.noise, ev.labels, ev.target
-        ref_label = ":".join(TARGET[entry.schedule.name].split(":")[:2])  # solver:steps, e.g. ab4:100
-        jobs = [(("reference", ref_label, 100), None, target)]
+        ref_solver, ref_steps = ev.target_kind.split(":")[:2]  # the set's own reference, e.g. ab4:100:...
+        jobs = [(("reference", f"{ref_solver}:{ref_steps}", int(ref_steps)), None, target)]
         rs = select(rows, model, g, "rmse")
         for nfe in nfes:
             solver_file = searched_file(model, g, nfe)

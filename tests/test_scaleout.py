@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 
 from solversearch.models import get_model
 from solversearch.search import checkpoint as ckpt
@@ -85,8 +86,36 @@ def test_reference_cache_reuses_and_regenerates_corrupt_shards(tmp_path, caplog)
         calls.append((lo, hi))
         return first.train_noise[lo:hi], first.train_labels[lo:hi], first.train.index(slice(lo, hi))
 
-    cache.get(entry, cfg.resolved(entry.schedule).reference, 2.0, 0, 40, torch.float64, 1, compute)
+    key = (entry, cfg.resolved(entry.schedule).reference, 2.0, 0, 40, torch.float64, 1)
+    cache.get(*key, compute)
     assert calls == [(0, 16), (16, 32), (32, 40)]
+
+
+def test_reference_cache_reports_the_compute_cost_not_the_load_time(tmp_path):
+    """A cost table must show what the references cost to compute, also in a run that only loads them."""
+    entry = get_model("gmm2d-vp")
+    cfg = small(samples=40, val_samples=20)
+    first = prepare_references(entry, cfg)
+    cache = ReferenceCache(tmp_path, shard_size=16)
+    key = (entry, cfg.resolved(entry.schedule).reference, 1.0, 0, 40, torch.float64, 1)
+
+    def slow(lo, hi):  # each shard takes at least 0.1 s to "compute"
+        time.sleep(0.1)
+        return first.train_noise[lo:hi], None, first.train.index(slice(lo, hi))
+
+    cache.get(*key, slow)
+    assert cache.compute_seconds(*key) >= 0.3  # three shards
+    cache.get(*key, lambda lo, hi: pytest.fail("a cached shard was recomputed"))
+    assert cache.compute_seconds(*key) >= 0.3  # still the compute cost after a load
+    refs = prepare_references(entry, cfg, cache_dir=tmp_path / "prep")
+    assert refs.build_seconds is not None and refs.build_seconds > 0
+    again = prepare_references(entry, cfg, cache_dir=tmp_path / "prep")
+    assert again.build_seconds == refs.build_seconds  # read back from the shards, not re-timed
+    # a shard written before the cost was recorded gives "unknown", not a made-up number
+    shard = next(cache.folder(cache.describe(*key)).glob("shard-00000.safetensors"))
+    tensors = load_file(str(shard))
+    save_file(tensors, str(shard))
+    assert cache.compute_seconds(*key) is None
 
 
 RUNNER = r"""

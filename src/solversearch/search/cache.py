@@ -4,7 +4,9 @@ Layout of one cache entry ``DIR/<key>/``::
 
     manifest.json          what was computed (model fingerprint, schedule, reference, guidance, seed, count,
                            dtype, stride) and the sha256 of every shard
-    shard-00000.safetensors  noise, labels, times, states for samples [lo, hi)
+    shard-00000.safetensors  noise, labels, times, states for samples [lo, hi); its metadata records the
+                           seconds the shard took to compute, so a later run can report what the references
+                           cost even when it only loaded them
 
 The key is a hash of the manifest's description, so a different model, schedule, reference, guidance, seed or
 sample count never collides.  A shard whose checksum does not match (truncated, altered) or a missing manifest is
@@ -17,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import atomic
@@ -97,14 +101,16 @@ class ReferenceCache:
             if path.exists() or path.name in checksums:
                 log.warning("reference cache: %s is missing, truncated or altered; regenerating it", path)
             if k in mine:
+                t0 = time.perf_counter()
                 noise, labels, ref = compute(lo, hi)
+                seconds = time.perf_counter() - t0
                 ref = _strided(ref, stride)
                 tensors = {"noise": noise.contiguous(), "times": ref.times.contiguous(),
                            "states": ref.states.contiguous()}
                 if labels is not None:
                     tensors["labels"] = labels.contiguous()
                 with atomic.atomic_path(path) as tmp:
-                    save_file(tensors, str(tmp))
+                    save_file(tensors, str(tmp), metadata={"compute_seconds": f"{seconds:.3f}"})
             checksums.pop(path.name, None)
         dd.barrier()
         # every rank agrees on the checksums of all shards, then rank 0 writes the manifest
@@ -117,6 +123,20 @@ class ReferenceCache:
         parts = [load_file(str(folder / f"shard-{k:05d}.safetensors")) for k in range(len(shards))]
         states = torch.cat([p["states"] for p in parts], 1)
         return Reference(parts[0]["times"], states, spec)
+
+    def compute_seconds(self, entry, spec: str, guidance: float, seed: int, n: int, dtype, stride: int):
+        """Seconds the cached references took to compute, summed over shards (None if a shard predates the
+        record or is missing): the cost a cost table should show, not the time a later run spent loading them."""
+        folder = self.folder(self.describe(entry, spec, guidance, seed, n, dtype, stride))
+        total = 0.0
+        for k in range(len(self._shards(n))):
+            path = folder / f"shard-{k:05d}.safetensors"
+            try:
+                with safe_open(str(path), "pt") as f:
+                    total += float((f.metadata() or {})["compute_seconds"])
+            except (OSError, KeyError, ValueError, RuntimeError):
+                return None
+        return total
 
 
 def _strided(ref: Reference, stride: int) -> Reference:

@@ -175,7 +175,8 @@ class References:
     val_noise: torch.Tensor
     val_labels: torch.Tensor | None
     val: Reference
-    seconds: float = 0.0
+    seconds: float = 0.0  # spent in this call (loading, when cached)
+    build_seconds: float | None = None  # spent computing them, in this call or when they were cached
 
 
 def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, progress: bool = False) -> References:
@@ -187,7 +188,7 @@ def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, pro
     cfg = cfg.resolved(entry.schedule)
     dtype = _dtype(cfg.dtype)
     t0 = time.perf_counter()
-    out = []
+    out, build = [], 0.0
     for n, seed in ((cfg.samples, 2 * cfg.seed), (cfg.val_samples, 2 * cfg.seed + 1)):
         noise, labels = entry.draw(n, seed=seed, dtype=dtype, device=cfg.device)
 
@@ -197,16 +198,19 @@ def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, pro
                                                     cfg.batch_size, progress=progress and dd.is_main())
 
         if cache_dir is not None:
-            ref = ReferenceCache(cache_dir).get(entry, cfg.reference, cfg.guidance, seed, n, dtype,
-                                                cfg.ref_stride, compute)
+            key = (entry, cfg.reference, cfg.guidance, seed, n, dtype, cfg.ref_stride)
+            ref = ReferenceCache(cache_dir).get(*key, compute)
             ref = Reference(ref.times, ref.states.to(cfg.device), ref.spec)
+            cost = ReferenceCache(cache_dir).compute_seconds(*key)
+            build = None if build is None or cost is None else build + cost
         else:
             if dd.world() > 1:
                 raise ValueError("a multi-process search needs a reference cache folder (--cache DIR) that "
                                  "every process can read")
             ref = _strided(compute(0, n)[2], cfg.ref_stride)
         out += [noise, labels, ref]
-    return References(*out, seconds=time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return References(*out, seconds=seconds, build_seconds=seconds if cache_dir is None else build)
 
 
 def start_candidates(schedule: Schedule, nfe: int, form: str = "auto") -> list[tuple[str, str]]:

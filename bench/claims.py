@@ -164,7 +164,7 @@ def claim_mse_vs_fd(fashion_json: Path) -> list[dict]:
                                                     for o in group)]
         out.append({"claim": "lower trajectory MSE does not always mean lower FD", "model": f"{model} w={g:g}",
                     "evidence": f"{disc}/{pairs} pairs of solvers at equal NFE order RMSE and FD differently; "
-                                f"Kendall tau(RMSE, FD) per NFE {min(taus):.2f}-{max(taus):.2f}; NFEs where a "
+                                f"Kendall tau(RMSE, FD) per NFE {min(taus):.2f} to {max(taus):.2f}; NFEs where a "
                                 f"solver with higher RMSE has lower FD than the searched one: {beaten or 'none'}",
                     "verdict": "holds" if disc else "not seen"})
     return out

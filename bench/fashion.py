@@ -139,8 +139,10 @@ def run(name: str, guidance: float, nfes: list[int], n_eval: int, n_select: int,
     for nfe in nfes:
         rows += cached(cache / f"{tag}-presets-{nfe}.json", lambda: _preset_rows(entry, ev, nfe))
         if diffusers:
-            rows += [dict(r, config=None) for r in cached(cache / f"{tag}-diffusers-{nfe}.json", lambda: [
-                {k: v for k, v in r.items() if k != "config"} for r in peers.peer_rows(entry, ev, [nfe], batch=256)])]
+            def score_peers(nfe=nfe):  # a bar: a guided pair's schedulers take ~1 min per NFE
+                return [{k: v for k, v in r.items() if k != "config"}
+                        for r in peers.peer_rows(entry, ev, [nfe], batch=256, progress=True)]
+            rows += [dict(r, config=None) for r in cached(cache / f"{tag}-diffusers-{nfe}.json", score_peers)]
     log(f"{tag}: classic solvers, presets{' and diffusers schedulers' if diffusers else ''} scored")
 
     sizes = search_sizes

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import atomic
@@ -134,7 +134,7 @@ class ReferenceCache:
             try:
                 with safe_open(str(path), "pt") as f:
                     total += float((f.metadata() or {})["compute_seconds"])
-            except (OSError, KeyError, ValueError, RuntimeError):
+            except (OSError, KeyError, ValueError, SafetensorError):
                 return None
         return total
 

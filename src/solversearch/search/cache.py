@@ -71,6 +71,10 @@ class ReferenceCache:
         key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
         return self.root / f"{desc['model']}-{key}"
 
+    @staticmethod
+    def _shard_path(folder: Path, k: int) -> Path:
+        return folder / f"shard-{k:05d}.safetensors"
+
     def _shards(self, n: int) -> list[tuple[int, int]]:
         return [(lo, min(lo + self.shard_size, n)) for lo in range(0, n, self.shard_size)]
 
@@ -94,7 +98,7 @@ class ReferenceCache:
         shards = self._shards(n)
         mine = set(range(len(shards))[dd.my_slice(len(shards))])
         for k, (lo, hi) in enumerate(shards):
-            path = folder / f"shard-{k:05d}.safetensors"
+            path = self._shard_path(folder, k)
             ok = path.exists() and checksums.get(path.name) == _sha(path)
             if ok:
                 continue
@@ -115,12 +119,12 @@ class ReferenceCache:
         dd.barrier()
         # every rank agrees on the checksums of all shards, then rank 0 writes the manifest
         for k, _ in enumerate(shards):
-            path = folder / f"shard-{k:05d}.safetensors"
+            path = self._shard_path(folder, k)
             checksums[path.name] = _sha(path)
         if dd.is_main():
             atomic.write_text(manifest_path, json.dumps({"description": desc, "checksums": checksums}, indent=1))
         dd.barrier()
-        parts = [load_file(str(folder / f"shard-{k:05d}.safetensors")) for k in range(len(shards))]
+        parts = [load_file(str(self._shard_path(folder, k))) for k in range(len(shards))]
         states = torch.cat([p["states"] for p in parts], 1)
         return Reference(parts[0]["times"], states, spec)
 
@@ -130,7 +134,7 @@ class ReferenceCache:
         folder = self.folder(self.describe(entry, spec, guidance, seed, n, dtype, stride))
         total = 0.0
         for k in range(len(self._shards(n))):
-            path = folder / f"shard-{k:05d}.safetensors"
+            path = self._shard_path(folder, k)
             try:
                 with safe_open(str(path), "pt") as f:
                     total += float((f.metadata() or {})["compute_seconds"])

@@ -189,6 +189,7 @@ def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, pro
     dtype = _dtype(cfg.dtype)
     t0 = time.perf_counter()
     out, build = [], 0.0
+    cache = ReferenceCache(cache_dir) if cache_dir is not None else None
     for n, seed in ((cfg.samples, 2 * cfg.seed), (cfg.val_samples, 2 * cfg.seed + 1)):
         noise, labels = entry.draw(n, seed=seed, dtype=dtype, device=cfg.device)
 
@@ -197,11 +198,11 @@ def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, pro
             return noise[lo:hi], lab, reference_for(entry, noise[lo:hi], lab, cfg.reference, cfg.guidance,
                                                     cfg.batch_size, progress=progress and dd.is_main())
 
-        if cache_dir is not None:
+        if cache is not None:
             key = (entry, cfg.reference, cfg.guidance, seed, n, dtype, cfg.ref_stride)
-            ref = ReferenceCache(cache_dir).get(*key, compute)
+            ref = cache.get(*key, compute)
             ref = Reference(ref.times, ref.states.to(cfg.device), ref.spec)
-            cost = ReferenceCache(cache_dir).compute_seconds(*key)
+            cost = cache.compute_seconds(*key)
             build = None if build is None or cost is None else build + cost
         else:
             if dd.world() > 1:
@@ -210,7 +211,7 @@ def prepare_references(entry: ModelEntry, cfg: SearchConfig, cache_dir=None, pro
             ref = _strided(compute(0, n)[2], cfg.ref_stride)
         out += [noise, labels, ref]
     seconds = time.perf_counter() - t0
-    return References(*out, seconds=seconds, build_seconds=seconds if cache_dir is None else build)
+    return References(*out, seconds=seconds, build_seconds=seconds if cache is None else build)
 
 
 def start_candidates(schedule: Schedule, nfe: int, form: str = "auto") -> list[tuple[str, str]]:

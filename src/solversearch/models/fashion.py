@@ -61,6 +61,23 @@ def build_unet(config: dict | None = None):
     return UNet2DModel(**(config or fashion_unet_config()))
 
 
+def architecture_config(name: str) -> dict:
+    """The network config of bundled model ``name`` (what its training state records and checks on resume)."""
+    model_dir(name)
+    return fashion_unet_config()
+
+
+def build_model(name: str):
+    """A freshly initialised network of bundled model ``name``."""
+    return build_unet(architecture_config(name))
+
+
+def model_subfolder(name: str) -> str:
+    """The diffusers subfolder holding the network (``unet`` for UNets, as in diffusers' pipelines)."""
+    model_dir(name)
+    return "unet"
+
+
 def scheduler_for(name: str):
     """The diffusers scheduler saved beside the UNet (what a diffusers pipeline would sample with)."""
     from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
